@@ -1,0 +1,56 @@
+"""`python -m augment run`: chain the stages on the embedded sample (default) or on a dataset.
+
+Each stage reads the previous stage's folder in the run directory and writes its own, so a finished stage is
+skipped on a re-run and a killed run picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from augment.data.prepare import DATASETS, prepare
+from augment.data.problems import ON_ERROR_CHOICES, BadInput
+from augment.data.sample import SAMPLE_DIR
+from augment.embed import DEFAULT_EMBEDDER
+from augment.retrieve import retrieve
+from augment.runs import StageMismatch
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m augment", description=__doc__)
+    commands = p.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="prepare -> retrieve on the embedded sample or a dataset")
+    run.add_argument("--dataset", choices=DATASETS, default="redial")
+    run.add_argument("--data-dir", type=Path, default=None, help="default: the embedded ReDial sample")
+    run.add_argument("--out", type=Path, default=None, help="run folder (default outputs/sample or outputs/<dataset>)")
+    run.add_argument("--on-error", choices=ON_ERROR_CHOICES, default="raise")
+    run.add_argument("--top-k", type=int, default=50)
+    run.add_argument("--embedder", default=DEFAULT_EMBEDDER)
+    run.add_argument("--force", action="store_true", help="redo every stage")
+    return p
+
+
+def run_pipeline(args: argparse.Namespace) -> None:
+    data_dir = args.data_dir or SAMPLE_DIR / args.dataset
+    out = args.out or Path("outputs") / ("sample" if args.data_dir is None else args.dataset)
+    started = time.perf_counter()
+    prepare(args.dataset, data_dir, out, args.on_error, args.force)
+    retrieve(out, args.top_k, args.embedder, force=args.force)
+    print(f"[run] done in {time.perf_counter() - started:.0f} s; artifacts in {out}/")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        run_pipeline(args)
+    except (BadInput, FileNotFoundError, StageMismatch) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Jinja prompt templates (data, not code); loaded through augment.templates."""
