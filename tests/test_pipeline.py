@@ -1,0 +1,35 @@
+"""`python -m augment run` end to end on the bundled sample, as a user runs it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from augment.runs import StageMismatch, read_summary, should_run
+
+
+def test_run_on_embedded_sample(tmp_path, embedding_cache, sample_run):
+    env = {**os.environ, "CRS_AUGMENT_CACHE": str(embedding_cache.parent)}  # item vectors already cached
+    out = tmp_path / "demo"
+    command = [sys.executable, "-m", "augment", "run", "--out", str(out)]
+    first = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert first.returncode == 0, first.stderr
+    assert "[prepare] redial" in first.stdout and "[retrieve]" in first.stdout
+    assert read_summary(out, "turns")["splits"]["test"]["conversations"] == 100
+    assert read_summary(out, "candidates")["candidates"] == 50 * read_summary(out, "turns")["recommendation_turns"]
+    second = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert second.returncode == 0
+    assert second.stdout.count("already done") == 2
+
+
+def test_changed_parameters_need_force(tmp_path):
+    from augment.runs import write_summary
+
+    write_summary(tmp_path, "candidates", {"params": {"top_k": 50}})
+    assert not should_run(tmp_path, "candidates", {"top_k": 50}, force=False)
+    with pytest.raises(StageMismatch, match="top_k"):
+        should_run(tmp_path, "candidates", {"top_k": 20}, force=False)
+    assert should_run(tmp_path, "candidates", {"top_k": 20}, force=True)
