@@ -97,6 +97,7 @@ class FakeOpenAIServer:
         self.faults: dict[str, Fault] = {}
         self.requests: list[tuple[str, dict[str, Any]]] = []
         self.max_in_flight = 0
+        self.latency_s = 0.0  # added to every answer, e.g. to give a kill test time to strike mid-run
         self._in_flight = 0
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
@@ -159,6 +160,7 @@ def _handler_for(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
             if not self.path.endswith(("/chat/completions", "/completions")):
                 return self._send(404, b'{"error": {"message": "not found"}}')
             fault = server.record(self.path, body)
+            time.sleep(server.latency_s)
             prompt = request_prompt(self.path, body)
             if fault == "429":
                 retry_after = server.faults[prompt].retry_after
