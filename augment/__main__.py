@@ -17,12 +17,16 @@ from augment.data.sample import SAMPLE_DIR
 from augment.embed import DEFAULT_EMBEDDER
 from augment.retrieve import retrieve
 from augment.runs import StageMismatch
+from augment.score import add_judge_arguments, run_judge
+
+# The embedded demo must finish in minutes on 2 CPU cores: judge a slice of the sample with a small local model.
+DEMO_SLICE = {"max_turns": 20, "top_n": 10}
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m augment", description=__doc__)
     commands = p.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="prepare -> retrieve on the embedded sample or a dataset")
+    run = commands.add_parser("run", help="prepare -> retrieve -> score on the embedded sample or a dataset")
     run.add_argument("--dataset", choices=DATASETS, default="redial")
     run.add_argument("--data-dir", type=Path, default=None, help="default: the embedded ReDial sample")
     run.add_argument("--out", type=Path, default=None, help="run folder (default outputs/sample or outputs/<dataset>)")
@@ -30,6 +34,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--top-k", type=int, default=50)
     run.add_argument("--embedder", default=DEFAULT_EMBEDDER)
     run.add_argument("--force", action="store_true", help="redo every stage")
+    add_judge_arguments(run)
     return p
 
 
@@ -39,6 +44,11 @@ def run_pipeline(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     prepare(args.dataset, data_dir, out, args.on_error, args.force)
     retrieve(out, args.top_k, args.embedder, force=args.force)
+    if args.data_dir is None:
+        for key, value in DEMO_SLICE.items():
+            if getattr(args, key) is None:
+                setattr(args, key, value)
+    run_judge(out, args, args.force)
     print(f"[run] done in {time.perf_counter() - started:.0f} s; artifacts in {out}/")
 
 
@@ -46,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         run_pipeline(args)
-    except (BadInput, FileNotFoundError, StageMismatch) as error:
+    except (BadInput, FileNotFoundError, StageMismatch, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
