@@ -1,8 +1,9 @@
 """Instruction embedder (GritLM style) with an on-disk cache.
 
 Queries (dialogue contexts) are embedded with an instruction, documents (item texts) without, as GritLM does.
-GritLM models get GritLM's own prompt format; other sentence-transformers models get the instruction as a plain
-prefix, or nothing. Vectors are L2-normalised so inner product = cosine (faiss IndexFlatIP). Every vector is cached
+GritLM models get GritLM's own prompt format ('auto' picks it from the model name); other sentence-transformers
+models get nothing by default ('auto'), or the instruction as a plain prefix ('prefix'): MiniLM, which was not
+trained with instructions, retrieves worse with one. Vectors are L2-normalised so inner product = cosine (faiss IndexFlatIP). Every vector is cached
 in sqlite keyed by (model, exact input text): a re-run embeds nothing it embedded before, and the model is not
 even loaded when everything is cached.
 """
@@ -84,7 +85,7 @@ class InstructionEmbedder:
         if instruction_format not in INSTRUCTION_FORMATS:
             raise ValueError(f"instruction_format must be one of {INSTRUCTION_FORMATS}")
         self.name = name
-        self.style = ("gritlm" if "gritlm" in name.lower() else "prefix") if instruction_format == "auto" else instruction_format
+        self.style = ("gritlm" if "gritlm" in name.lower() else "none") if instruction_format == "auto" else instruction_format
         self.cache = cache or EmbeddingCache()
         self.batch_size = batch_size
         self.encoded = 0

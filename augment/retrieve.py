@@ -92,13 +92,18 @@ def retrieve(
         if r >= 0
     ]
     runs.write_rows(Path(runs.stage_dir(run, "candidates")) / "candidates.parquet", records)
+    cutoffs = [c for c in RECALL_AT if c <= k]
     summary = {
         "params": params,
         "turns": len(turns),
         "items": len(items),
         "candidates": len(records),
         "gold_labels": sum(len(t["rec"]) for t in turns),
-        **gold_recall(turns, candidate_ids, [c for c in RECALL_AT if c <= k]),
+        **gold_recall(turns, candidate_ids, cutoffs),
+        "recall_by_split": {
+            split: gold_recall(*zip(*[(t, c) for t, c in zip(turns, candidate_ids) if t["split"] == split]), cutoffs)
+            for split in sorted({t["split"] for t in turns})
+        },
         "texts_encoded": model.encoded,
         "seconds": round(time.perf_counter() - started, 1),
     }
