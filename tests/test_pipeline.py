@@ -17,12 +17,16 @@ def test_run_on_embedded_sample(tmp_path, embedding_cache, sample_run):
     command = [sys.executable, "-m", "augment", "run", "--out", str(out)]
     first = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert first.returncode == 0, first.stderr
-    assert "[prepare] redial" in first.stdout and "[retrieve]" in first.stdout
+    for stage in ("[prepare] redial", "[retrieve]", "[score]", "[label]"):
+        assert stage in first.stdout
     assert read_summary(out, "turns")["splits"]["test"]["conversations"] == 100
     assert read_summary(out, "candidates")["candidates"] == 50 * read_summary(out, "turns")["recommendation_turns"]
+    judged = read_summary(out, "judgments")
+    assert judged["pairs"] == 20 * 10 and judged["failed"] == 0 and judged["params"]["model"] == "smollm2-135m-instruct"
+    assert read_summary(out, "labels")["turns"] == 20
     second = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert second.returncode == 0
-    assert second.stdout.count("already done") == 2
+    assert second.stdout.count("already done") == 3 and "[label]" in second.stdout
 
 
 def test_changed_parameters_need_force(tmp_path):
