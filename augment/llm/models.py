@@ -95,11 +95,9 @@ def _locked(lock_path: Path) -> Iterator[None]:
 
 
 def _remove_leftovers(folder: Path) -> None:
-    """Delete temporary folders of killed conversions and a target folder that lacks its config."""
+    """Delete the temporary folders of killed conversions (the target folder itself is never touched)."""
     for stale in folder.parent.glob(f".{folder.name}.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
-    if folder.exists():
-        shutil.rmtree(folder)
 
 
 def _gguf_to_hf(gguf_path: Path, out: Path) -> None:
