@@ -45,6 +45,17 @@ def bench_judge(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+def bench_score(args: argparse.Namespace) -> dict:
+    from eval.bench_local import bench_score_local, cpu_bf16_matmul_peak, cpu_matmul_peak
+
+    result = bench_score_local(args.model, args.turns_score, args.candidates, threads=args.threads)
+    result["fp32_peak_flops_per_s"] = cpu_matmul_peak("float32")
+    result["bf16_peak_flops_per_s"] = cpu_bf16_matmul_peak()
+    for path in ("naive", "reuse"):
+        result[f"{path}_share_of_fp32_peak"] = result[f"{path}_flops_per_s"] / result["fp32_peak_flops_per_s"]
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m eval.bench", description=__doc__)
     p.add_argument("what", choices=("retrieve", "score", "judge"))
@@ -52,8 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run", type=Path, default=Path("outputs/bench-redial"))
     p.add_argument("--turns", type=int, default=40, help="judge: test turns with gold labels")
     p.add_argument("--negatives", type=int, default=10, help="judge: retrieved and random negatives per turn")
+    p.add_argument("--model", default="smollm2-135m-instruct", help="score: the local model")
+    p.add_argument("--turns-score", type=int, default=2, help="score: prompt groups (turns)")
+    p.add_argument("--candidates", type=int, default=50, help="score: candidates per turn")
+    p.add_argument("--threads", type=int, default=1, help="score: torch threads")
     args = p.parse_args(argv)
-    result = {"retrieve": bench_retrieve, "judge": bench_judge}[args.what](args)
+    result = {"retrieve": bench_retrieve, "score": bench_score, "judge": bench_judge}[args.what](args)
     print(json.dumps(result, indent=2, default=str))
     return 0
 

@@ -193,24 +193,3 @@ def cpu_matmul_peak(dtype: str = "float32", size: int = 1024, seconds: float = 2
 def cpu_bf16_matmul_peak() -> float:
     """bf16 matmul FLOP/s: whether a bf16 model would run faster than fp32 on this CPU (only with bf16 units)."""
     return cpu_matmul_peak("bfloat16")
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m eval.bench_local", description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="smollm2-135m-instruct")
-    parser.add_argument("--turns", type=int, default=2)
-    parser.add_argument("--candidates", type=int, default=50)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--raw", action="store_true", help="no chat template (base models)")
-    args = parser.parse_args(argv)
-    result = bench_score_local(
-        args.model, args.turns, args.candidates, args.batch_size, chat=not args.raw, threads=args.threads
-    )
-    result["fp32_peak_flops_per_s"] = cpu_matmul_peak("float32")
-    result["bf16_peak_flops_per_s"] = cpu_bf16_matmul_peak()
-    print(json.dumps(result, indent=2))
-
-
-if __name__ == "__main__":
-    main()

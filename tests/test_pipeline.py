@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
@@ -11,11 +10,11 @@ import pytest
 from augment.runs import StageMismatch, read_summary, should_run
 
 
-def test_run_on_embedded_sample(tmp_path, embedding_cache, sample_run):
-    env = {**os.environ, "CRS_AUGMENT_CACHE": str(embedding_cache.parent)}  # item vectors already cached
+def test_run_on_embedded_sample(tmp_path):
+    """Uses the user's cache folder, as a user's run does (converted models, vectors, requests are reused)."""
     out = tmp_path / "demo"
     command = [sys.executable, "-m", "augment", "run", "--out", str(out)]
-    first = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    first = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr
     for stage in ("[prepare] redial", "[retrieve]", "[score]", "[label]"):
         assert stage in first.stdout
@@ -24,7 +23,7 @@ def test_run_on_embedded_sample(tmp_path, embedding_cache, sample_run):
     judged = read_summary(out, "judgments")
     assert judged["pairs"] == 20 * 10 and judged["failed"] == 0 and judged["params"]["model"] == "smollm2-135m-instruct"
     assert read_summary(out, "labels")["turns"] == 20
-    second = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    second = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0
     assert second.stdout.count("already done") == 3 and "[label]" in second.stdout
 
