@@ -8,8 +8,6 @@ prompts and the same loaded model, so their ratio is not confounded by machine l
 
 from __future__ import annotations
 
-import argparse
-import json
 import random
 import time
 from typing import Any

