@@ -224,17 +224,22 @@ def print_summary(summary: dict[str, Any]) -> None:
         print(f"  {bucket} {'#' * round(40 * count / peak):40s} {count:,d}")
 
 
-def add_judge_arguments(p: argparse.ArgumentParser) -> None:
-    """Judge options shared by `augment.score` and `augment run`."""
+def add_backend_arguments(p: argparse.ArgumentParser) -> None:
+    """Model-access options shared by every stage that calls a model (score, simulate, run)."""
     p.add_argument("--backend", choices=BACKENDS, default="local")
     p.add_argument("--model", help=f"model name or path (local default: {DEFAULT_LOCAL_JUDGE}; also gemma3-270m)")
     p.add_argument("--base-url", help="openai backend: the server, e.g. http://127.0.0.1:8000/v1")
     p.add_argument("--endpoint", choices=("chat", "completions"), default="chat", help="openai backend")
     p.add_argument("--concurrency", type=int, default=16, help="openai backend: requests in flight")
-    p.add_argument("--timeout", type=float, default=60.0, help="openai backend: seconds per request")
+    p.add_argument("--timeout", type=float, default=120.0, help="openai backend: seconds per request")
     p.add_argument("--max-retries", type=int, default=5, help="openai backend: retries on 429/5xx/timeouts")
     p.add_argument("--backoff", type=float, default=1.0, help="openai backend: first retry wait in seconds (doubles)")
     p.add_argument("--no-chat", dest="chat", action="store_false", help="local/vllm: raw prompt, no chat template")
+
+
+def add_judge_arguments(p: argparse.ArgumentParser) -> None:
+    """Judge options shared by `augment.score` and `augment run`."""
+    add_backend_arguments(p)
     p.add_argument("--threshold", type=float, default=3.5)
     p.add_argument("--max-turns", type=int, default=None, help="score only the first N recommendation turns")
     p.add_argument("--top-n", type=int, default=None, help="score only each turn's first N candidates")

@@ -21,6 +21,7 @@ Popularity buckets (by the item's `n_mentions` in the real dialogues): tail 0-1 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import random
 import re
 import sys
@@ -43,10 +44,10 @@ from augment.data.records import (
     display_title,
     merge_messages,
 )
-from augment.llm import BACKENDS, DEFAULT_LOCAL_JUDGE, make_backend, uses_raw_completion
+from augment.llm import make_backend, uses_raw_completion
 from augment.llm.base import Backend
 from augment.llm.cache import CachedBackend, reason_head
-from augment.score import backend_options
+from augment.score import add_backend_arguments, backend_options
 from augment.templates import render, template_hash
 
 STAGE = "simulated"
@@ -67,6 +68,7 @@ BUCKETS = (("tail", 0, 1), ("torso", 2, 9), ("head", 10, None))
 BUCKET_RULE = "by n_mentions in the real dialogues: tail 0-1, torso 2-9, head >= 10"
 PLOT_WORDS = 30
 LIKED_TRIES = 8
+MIN_UTTERANCES = 4  # llm mode: the prompt asks for 4-8 lines; fewer cannot hold a preference and a recommendation
 CHUNK = 32  # llm prompts per cached batch: a kill loses at most one chunk
 _ROLE_LINE = re.compile(r"^[^A-Za-z]*(seeker|recommender)\b[^A-Za-z:]*:(.*)$", re.IGNORECASE)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s")
@@ -104,12 +106,11 @@ def leaks(dialogue: Sequence[Utterance | Mapping[str, str]], item: Mapping[str, 
 
 @dataclass
 class Catalog:
-    """The items, and for each (kind, value) — director, star or genre — the titled items that have it.
+    """The items by id, and for each (kind, value) — director, star or genre — the titled items that have it.
 
     The index lets a seeker name "a movie they enjoyed that shares attributes" in O(1) per dialogue.
     """
 
-    items: list[dict[str, Any]]
     by_id: dict[str, dict[str, Any]]
     sharing: dict[tuple[str, str], list[str]]
 
@@ -120,7 +121,7 @@ class Catalog:
             if item["title"]:
                 for kind, value in attribute_values(item):
                     sharing.setdefault((kind, value), []).append(item["item_id"])
-        return cls(list(items), {item["item_id"]: item for item in items}, sharing)
+        return cls({item["item_id"]: item for item in items}, sharing)
 
 
 def attribute_values(item: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -183,8 +184,11 @@ def short_plot(plot: str, item: Mapping[str, Any]) -> str:
     return sentence if len(words) <= PLOT_WORDS else " ".join(words[:PLOT_WORDS]) + "..."
 
 
-def slot_variables(rng: random.Random, item: Mapping[str, Any], catalog: Catalog) -> dict[str, dict[str, Any]]:
-    """For each slot the item can fill, the template variables of this dialogue (a sampled genre, star...)."""
+def slot_variables(
+    rng: random.Random, item: Mapping[str, Any], catalog: Catalog
+) -> tuple[dict[str, dict[str, Any]], str | None]:
+    """For each slot the item can fill, the template variables of this dialogue (a sampled genre, star...), and the
+    id of the liked movie the "liked" slot names (None without one)."""
     attributes = item["attributes"]
     slots: dict[str, dict[str, Any]] = {}
     if attributes["genres"]:
@@ -199,10 +203,11 @@ def slot_variables(rng: random.Random, item: Mapping[str, Any], catalog: Catalog
     if item["year"]:
         slots["era"] = {"year": item["year"], "decade": f"{item['year'] // 10 * 10}s"}
     liked = pick_liked(rng, catalog, item)
-    if liked is not None:
-        movie, kind, shared = liked
-        slots["liked"] = {"liked": display_title(movie), "kind": kind, "shared": shared, "item_id": movie["item_id"]}
-    return slots
+    if liked is None:
+        return slots, None
+    movie, kind, shared = liked
+    slots["liked"] = {"liked": display_title(movie), "kind": kind, "shared": shared}
+    return slots, movie["item_id"]
 
 
 def template_dialogue(rng: random.Random, item: Mapping[str, Any], catalog: Catalog) -> list[Utterance] | None:
@@ -211,9 +216,8 @@ def template_dialogue(rng: random.Random, item: Mapping[str, Any], catalog: Cata
 
     Returns None when no preference can be phrased without naming the item.
     """
-    variables = slot_variables(rng, item, catalog)
-    lines = {slot: phrasings(f"simulate/prefer_{slot}.jinja", item, **{k: v for k, v in values.items() if k != "item_id"})
-             for slot, values in variables.items()}
+    variables, liked_id = slot_variables(rng, item, catalog)
+    lines = {slot: phrasings(f"simulate/prefer_{slot}.jinja", item, **values) for slot, values in variables.items()}
     available = [slot for slot in SLOTS if lines.get(slot)]
     if not any(slot in CONTENT_SLOTS for slot in available):
         return None
@@ -231,7 +235,7 @@ def template_dialogue(rng: random.Random, item: Mapping[str, Any], catalog: Cata
         text = rng.choice(lines[slot])
         if index == 0 and openers:
             text = f"{rng.choice(openers)} {text}"
-        messages.append((SEEKER, text, [variables["liked"]["item_id"]] if slot == "liked" else []))
+        messages.append((SEEKER, text, [liked_id] if slot == "liked" else []))
     messages.append((RECOMMENDER, rng.choice(recommendation_lines(item, chosen, variables)), [item["item_id"]]))
     return merge_messages(messages)
 
@@ -262,15 +266,46 @@ def template_item_dialogues(
     dialogues = []
     for k in range(per_item):
         rng = random.Random(f"{seed}:{item['item_id']}:{k}")
-        dialogue = None
-        for _ in range(max_attempts):
-            dialogue = template_dialogue(rng, item, catalog)
-            if dialogue is not None and not leaks(dialogue, item):
-                break
-            dialogue = None
+        attempts = (template_dialogue(rng, item, catalog) for _ in range(max_attempts))
+        dialogue = next((d for d in attempts if d is not None and not leaks(d, item)), None)
         if dialogue is None:
             return None
         dialogues.append(dialogue)
+    return dialogues
+
+
+@dataclass
+class Skips:
+    """Items skipped, counted by reason, with the first few of each reason named for the summary."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+
+    def add(self, item: Mapping[str, Any], reason: str) -> None:
+        self.counts[reason] += 1
+        named = self.examples.setdefault(reason, [])
+        if len(named) < 5:
+            named.append(f"{item['item_id']} {display_title(item)}".strip())
+
+    def check(self, item: Mapping[str, Any]) -> str | None:
+        """Record and return the item's `skip_reason`, if it has one."""
+        reason = skip_reason(item)
+        if reason is not None:
+            self.add(item, reason)
+        return reason
+
+
+def template_dialogues(
+    items: Sequence[dict[str, Any]], catalog: Catalog, per_item: int, seed: int, max_attempts: int, skips: Skips
+) -> dict[tuple[str, int], list[Utterance]]:
+    """Every item's dialogues by (item_id, k); an item that cannot avoid naming itself is skipped whole."""
+    dialogues: dict[tuple[str, int], list[Utterance]] = {}
+    for item in tqdm(items, unit="item", desc="[simulate] template", dynamic_ncols=True):
+        made = template_item_dialogues(item, catalog, per_item, seed, max_attempts)
+        if made is None:
+            skips.add(item, "title unavoidable")
+            continue
+        dialogues |= {(item["item_id"], k): dialogue for k, dialogue in enumerate(made)}
     return dialogues
 
 
@@ -307,8 +342,9 @@ def validate_dialogue(
     The recommendation is the first recommender utterance that names the item; anything after it is cut (the
     training turn only needs the context before it). Reasons: "empty", "unparseable" (no role lines), "missing
     role" (no seeker before the recommendation, or one role absent), "no final recommendation" (the recommender
-    never names the item), "title leaked early" (named before the recommendation). The liked movie, when the
-    seeker names it, goes into the utterance's items so it lands in `mentioned`.
+    never names the item), "title leaked early" (named before the recommendation), "too short" (fewer than
+    MIN_UTTERANCES utterances, consecutive lines of one speaker merged, up to the recommendation). The liked movie,
+    when the seeker names it, goes into the utterance's items so it lands in `mentioned`.
     """
     if not text or not text.strip():
         return None, "empty"
@@ -326,6 +362,8 @@ def validate_dialogue(
         return None, "missing role"
     if leaks(dialogue, item):
         return None, "title leaked early"
+    if len(dialogue) < MIN_UTTERANCES:
+        return None, "too short"
     for utterance in dialogue[:-1]:
         if liked is not None and names(utterance.text, liked):
             utterance.items.append(liked["item_id"])
@@ -379,6 +417,12 @@ class LLMStats:
     dropped: Counter[str] = field(default_factory=Counter)
     examples: list[dict[str, str]] = field(default_factory=list)
 
+    def count_invalid(self, job: Job, reason: str, output: str) -> None:
+        """Count an invalid output; keep the first example of each reason (at most 3) for the summary."""
+        self.invalid[reason] += 1
+        if len(self.examples) < 3 and reason not in {example["reason"] for example in self.examples}:
+            self.examples.append({"item_id": job.item["item_id"], "reason": reason, "output": output[:400]})
+
 
 def llm_dialogues(
     items: Sequence[dict[str, Any]],
@@ -402,28 +446,37 @@ def llm_dialogues(
         stats.regenerations += len(pending) if attempt else 0
         for job in pending:
             plan_prompt(job, catalog, seed, attempt, completion)
-        texts = generate_chunked(backend, [job.prompt for job in pending], max_tokens, temperature, seed, attempt)
+        outputs = generate_chunked(backend, [job.prompt for job in pending], max_tokens, temperature,
+                                   attempt_seed(seed, attempt), attempt)
         retry = []
-        for job, (text, error) in zip(pending, texts):
-            key = (job.item["item_id"], job.k)
-            if error is not None:
-                dialogue, reason = None, f"backend: {reason_head(error)}"
-            else:
-                dialogue, reason = validate_dialogue(f"Seeker: {text}" if completion else text, job.item, job.liked)
+        for job, (text, error) in zip(pending, outputs):
+            dialogue, reason = check_output(job, text, error, completion)
             stats.requests += 1
             if dialogue is not None:
-                done[key] = dialogue
+                done[(job.item["item_id"], job.k)] = dialogue
                 stats.valid += 1
-                stats.first_try_valid += attempt == 0
-                continue
-            stats.invalid[reason] += 1
-            last_reason[key] = reason
-            if len(stats.examples) < 3 and reason not in {e["reason"] for e in stats.examples}:
-                stats.examples.append({"item_id": job.item["item_id"], "reason": reason, "output": (text or error or "")[:400]})
-            retry.append(job)
+                stats.first_try_valid += int(attempt == 0)
+            else:
+                stats.count_invalid(job, reason, text or error or "")
+                last_reason[(job.item["item_id"], job.k)] = reason
+                retry.append(job)
         pending = retry
     stats.dropped.update(last_reason[(job.item["item_id"], job.k)] for job in pending)
     return done, stats
+
+
+def check_output(job: Job, text: str | None, error: str | None, completion: bool) -> tuple[list[Utterance] | None, str]:
+    """Validate one generation; a backend failure is an invalid output too, counted under its own reason."""
+    if error is not None:
+        return None, f"backend: {reason_head(error)}"
+    dialogue, reason = validate_dialogue(f"Seeker: {text}" if completion else text, job.item, job.liked)
+    return dialogue, reason or ""
+
+
+def attempt_seed(seed: int, attempt: int) -> int:
+    """The sampling seed of one attempt: distinct per attempt (a regeneration is a new request even if its prompt
+    repeats) and unrelated across run seeds (seed 1's first attempt is not seed 0's second)."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{attempt}".encode()).digest()[:4], "big")
 
 
 def generate_chunked(
@@ -447,7 +500,7 @@ def simulated_row(dataset: str, item_id: str, k: int, dialogue: Sequence[Utteran
     """The dialogue's final recommendation turn, built by the same rule as real turns (`records.dialogue_turns`)."""
     turn = dialogue_turns(f"{dataset}-sim", "train", f"sim-{item_id}-{k}", dialogue)[-1]
     if turn["rec"] != [item_id] or turn["turn_id"] != len(dialogue) - 1:
-        raise AssertionError(f"simulated dialogue for {item_id} does not end with its recommendation")
+        raise RuntimeError(f"simulated dialogue for {item_id} does not end with its recommendation")
     return turn
 
 
@@ -489,7 +542,9 @@ def coverage_report(items: Sequence[dict], real_turns: Sequence[dict], sim_rows:
     return report
 
 
-def plot_labels_per_item(items: Sequence[dict], real_turns: Sequence[dict], sim_rows: Sequence[dict], path: Path) -> Path:
+def plot_labels_per_item(
+    items: Sequence[dict], real_turns: Sequence[dict], sim_rows: Sequence[dict], path: Path
+) -> Path:
     """Histogram of training labels per item, one panel per popularity bucket, real vs real + simulated."""
     import matplotlib
 
@@ -595,26 +650,11 @@ def simulate(
     real_turns = runs.read_rows(turns_path) if turns_path.exists() else []
     dataset = dataset_name(run, real_turns)
     catalog = Catalog.build(items)
-    skipped = Counter()
-    skipped_examples: dict[str, list[str]] = {}
-    usable = []
-    for item in items:
-        reason = skip_reason(item)
-        if reason is None:
-            usable.append(item)
-        else:
-            skipped[reason] += 1
-            skipped_examples.setdefault(reason, []).append(f"{item['item_id']} {display_title(item)}".strip())
-    dialogues: dict[tuple[str, int], list[Utterance]] = {}
+    skips = Skips()
+    usable = [item for item in items if not skips.check(item)]
     llm_report = None
     if mode == "template":
-        for item in tqdm(usable, unit="item", desc="[simulate] template", dynamic_ncols=True):
-            made = template_item_dialogues(item, catalog, per_item, seed, max_attempts)
-            if made is None:
-                skipped["title unavoidable"] += 1
-                skipped_examples.setdefault("title unavoidable", []).append(f"{item['item_id']} {display_title(item)}")
-                continue
-            dialogues |= {(item["item_id"], k): dialogue for k, dialogue in enumerate(made)}
+        dialogues = template_dialogues(usable, catalog, per_item, seed, max_attempts, skips)
     else:
         cached = CachedBackend(backend, cache_path)
         dialogues, stats = llm_dialogues(usable, catalog, cached, per_item, seed, max_attempts, max_tokens, temperature)
@@ -635,9 +675,9 @@ def simulate(
         "items": len(items),
         "items_simulated": len(per_item_counts),
         "items_complete": sum(1 for n in per_item_counts.values() if n == per_item),
-        "skipped": dict(skipped),
-        "skipped_total": sum(skipped.values()),
-        "skipped_examples": {reason: examples[:5] for reason, examples in skipped_examples.items()},
+        "skipped": dict(skips.counts),
+        "skipped_total": sum(skips.counts.values()),
+        "skipped_examples": skips.examples,
         "dialogues": len(rows),
         "llm": llm_report,
         "coverage": coverage_report(items, real_turns, rows),
@@ -694,19 +734,6 @@ def print_summary(summary: dict[str, Any]) -> None:
 # ------------------------------------------------------------------------------------------------------- CLI
 
 
-def add_simulate_backend_arguments(p: argparse.ArgumentParser) -> None:
-    """The backend options of llm mode (the subset of `augment.score`'s judge options that generation uses)."""
-    p.add_argument("--backend", choices=BACKENDS, default="local")
-    p.add_argument("--model", help=f"model name or path (local default: {DEFAULT_LOCAL_JUDGE})")
-    p.add_argument("--base-url", help="openai backend: the server, e.g. http://127.0.0.1:8000/v1")
-    p.add_argument("--endpoint", choices=("chat", "completions"), default="chat", help="openai backend")
-    p.add_argument("--concurrency", type=int, default=16, help="openai backend: requests in flight")
-    p.add_argument("--timeout", type=float, default=120.0, help="openai backend: seconds per request")
-    p.add_argument("--max-retries", type=int, default=5, help="openai backend: retries on 429/5xx/timeouts")
-    p.add_argument("--backoff", type=float, default=1.0, help="openai backend: first retry wait in seconds (doubles)")
-    p.add_argument("--no-chat", dest="chat", action="store_false", help="local/vllm: raw prompt, no chat template")
-
-
 def run_simulate(
     run: Path,
     mode: str,
@@ -722,7 +749,7 @@ def run_simulate(
     """The entry point of the CLI and of `augment run --simulate N`: builds the backend in llm mode, then closes it.
 
     `backend_args` carries the judge/backend options (`--backend`, `--model`, `--base-url`...) as parsed by
-    `add_simulate_backend_arguments` or `augment.score.add_judge_arguments`.
+    `augment.score.add_backend_arguments`.
     """
     if mode != "llm":
         return simulate(run, mode, per_item, seed, None, max_attempts, force=force)
@@ -747,7 +774,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-tokens", type=int, default=320, help="llm mode: tokens per generated dialogue")
     p.add_argument("--temperature", type=float, default=0.7, help="llm mode: sampling temperature")
     p.add_argument("--force", action="store_true", help="rebuild a finished stage (cached generations cost nothing)")
-    add_simulate_backend_arguments(p)
+    add_backend_arguments(p)
     args = p.parse_args(argv)
     try:
         run_simulate(args.run, args.mode, args.per_item, args.seed, args, max_attempts=args.max_attempts,

@@ -63,7 +63,7 @@ def test_prompt_puts_dialogue_first_and_candidate_last(sample_run):
     last_utterance = pair.turn["context"][-1]["text"]
     assert chat.index("4 = excellent") < chat.index(last_utterance) < chat.index(item_text.strip())
     assert chat.rstrip().endswith("Reply with a single digit from 0 to 4.")
-    assert raw.endswith("Score:") and raw.startswith(chat.rstrip())
+    assert raw.endswith("Score: ") and raw.startswith(chat.rstrip())  # SmolLM2 digits carry no leading space
     with pytest.raises(jinja2.UndefinedError):
         render("score.jinja", context=[], item="x")  # StrictUndefined: a missing variable is an error
 
