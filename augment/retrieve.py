@@ -110,7 +110,7 @@ def retrieve(
     runs.write_summary(run, "candidates", summary)
     recalls = "  ".join(f"{key} {value:.1%}" for key, value in summary.items() if key.startswith("recall@"))
     print(f"[retrieve] {len(turns):,d} turns x {k} candidates; gold {recalls}; {model.encoded:,d} texts embedded "
-          f"({len(items) + len(turns) - model.encoded:,d} from cache) in {summary['seconds']} s")
+          f"({len(items) + len(turns) - model.encoded:,d} from cache or repeated) in {summary['seconds']} s")
     return summary
 
 
