@@ -13,19 +13,21 @@ from augment.runs import StageMismatch, read_summary, should_run
 def test_run_on_embedded_sample(tmp_path):
     """Uses the user's cache folder, as a user's run does (converted models, vectors, requests are reused)."""
     out = tmp_path / "demo"
-    command = [sys.executable, "-m", "augment", "run", "--out", str(out)]
+    command = [sys.executable, "-m", "augment", "run", "--out", str(out), "--simulate", "1"]
     first = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr
-    for stage in ("[prepare] redial", "[retrieve]", "[score]", "[label]"):
+    for stage in ("[prepare] redial", "[simulate]", "[retrieve]", "[score]", "[label]"):
         assert stage in first.stdout
     assert read_summary(out, "turns")["splits"]["test"]["conversations"] == 100
     assert read_summary(out, "candidates")["candidates"] == 50 * read_summary(out, "turns")["recommendation_turns"]
     judged = read_summary(out, "judgments")
     assert judged["pairs"] == 20 * 10 and judged["failed"] == 0 and judged["params"]["model"] == "smollm2-135m-instruct"
     assert read_summary(out, "labels")["turns"] == 20
+    simulated = read_summary(out, "simulated")
+    assert simulated["dialogues"] == simulated["items"] - simulated["skipped_total"] == 279  # one item has no metadata
     second = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0
-    assert second.stdout.count("already done") == 3 and "[label]" in second.stdout
+    assert second.stdout.count("already done") == 4 and "[label]" in second.stdout
 
 
 def test_changed_parameters_need_force(tmp_path):
