@@ -142,6 +142,9 @@ def label(run: Path, threshold: float) -> dict[str, Any]:
         for uid in scored
     ]
     runs.write_rows(runs.stage_dir(run, "labels") / "labels.parquet", rows)
+    scores = [row["score"] for row in judgments if row["status"] == "ok"]
+    if scores:
+        plot_histogram(scores, threshold, runs.stage_dir(run, "labels") / "score_histogram.png")
     gold = sum(len(r["rec"]) for r in rows)
     added = sum(len(r["rec_synthetic"]) for r in rows)
     summary = {
@@ -190,8 +193,8 @@ def score(run: Path, backend: Backend, params: dict[str, Any], chunk_pairs: int 
     prompts = [render_prompt(p.turn, items[p.item_id], completion, params["context_window"]) for p in pairs]
     cached = CachedBackend(backend, cache_path)
     results = score_prompts(cached, pairs, prompts, chunk_pairs)
-    folder = runs.stage_dir(run, "judgments")
-    runs.write_rows(folder / "judgments.parquet", judgment_rows(pairs, results, backend, params["prompt_hash"]))
+    rows = judgment_rows(pairs, results, backend, params["prompt_hash"])
+    runs.write_rows(runs.stage_dir(run, "judgments") / "judgments.parquet", rows)
     scores = [r.score for r in results if r.ok]
     failed = Counter(reason_head(r.error or "") for r in results if not r.ok)
     summary = {
@@ -206,8 +209,6 @@ def score(run: Path, backend: Backend, params: dict[str, Any], chunk_pairs: int 
         "histogram": histogram(scores),
         "seconds": round(time.perf_counter() - started, 1),
     }
-    if scores:
-        plot_histogram(scores, 3.5, folder / "score_histogram.png")
     runs.write_summary(run, "judgments", summary)
     print_summary(summary)
     return summary

@@ -97,7 +97,7 @@ def test_score_and_relabel(run, server):
     summary = read_summary(run, "labels")
     assert summary["params"]["threshold"] == 2.2
     assert summary["synthetic_labels"] == sum(1 for r in judgments if r["score"] >= 2.2 and r["item_id"] not in turns[r["turn_uid"]]["rec"])
-    assert (run / "judgments" / "score_histogram.png").stat().st_size > 1000
+    assert (run / "labels" / "score_histogram.png").stat().st_size > 1000
 
 
 def test_failures_are_kept_and_retried(run, server):
