@@ -43,6 +43,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def run_pipeline(args: argparse.Namespace) -> None:
+    if args.data_dir is None and args.dataset != "redial":
+        raise ValueError(f"the embedded sample is ReDial; pass --data-dir with the {args.dataset} files")
     data_dir = args.data_dir or SAMPLE_DIR / args.dataset
     out = args.out or Path("outputs") / ("sample" if args.data_dir is None else args.dataset)
     started = time.perf_counter()
