@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 
 from augment.data.prepare import DATASETS, prepare
-from augment.data.problems import ON_ERROR_CHOICES, BadInput
+from augment.data.problems import ON_ERROR_CHOICES
 from augment.data.sample import SAMPLE_DIR
 from augment.embed import DEFAULT_EMBEDDER
 from augment.retrieve import retrieve
-from augment.runs import StageMismatch
+from augment.runs import exit_code
 from augment.score import add_judge_arguments, run_judge
 from augment.simulate import MODES, run_simulate
 
@@ -62,12 +62,7 @@ def run_pipeline(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    try:
-        run_pipeline(args)
-    except (BadInput, FileNotFoundError, StageMismatch, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_code(lambda: run_pipeline(args))
 
 
 if __name__ == "__main__":

@@ -127,8 +127,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    retrieve(args.run, args.top_k, args.embedder, args.instruction_format, args.context_window, force=args.force)
-    return 0
+    return runs.exit_code(
+        lambda: retrieve(args.run, args.top_k, args.embedder, args.instruction_format, args.context_window, force=args.force)
+    )
 
 
 if __name__ == "__main__":

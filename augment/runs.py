@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -22,6 +23,17 @@ class StageMismatch(RuntimeError):
     """A finished stage was asked to run again with different parameters."""
 
 
+def exit_code(action: Callable[[], object]) -> int:
+    """Run a stage for the command line: an error the user can fix (bad input, missing files, changed parameters)
+    prints one line and exits 2 instead of a traceback."""
+    try:
+        action()
+    except (StageMismatch, ValueError, FileNotFoundError) as error:  # BadInput is a ValueError
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def stage_dir(run: Path, stage: str) -> Path:
     path = Path(run) / stage
     path.mkdir(parents=True, exist_ok=True)
@@ -31,6 +43,14 @@ def stage_dir(run: Path, stage: str) -> Path:
 def read_summary(run: Path, stage: str) -> dict[str, Any] | None:
     path = Path(run) / stage / SUMMARY
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def require(run: Path, *stages: str) -> None:
+    """Fail early, before any model is loaded, when a stage this one reads has not finished."""
+    for stage in stages:
+        if read_summary(run, stage) is None:
+            raise FileNotFoundError(f"{Path(run) / stage} is missing or unfinished: run that stage first "
+                                    "(`python -m augment run` chains them)")
 
 
 def write_summary(run: Path, stage: str, summary: Mapping[str, Any]) -> Path:
@@ -75,4 +95,6 @@ def write_rows(path: Path, rows: Iterable[Mapping[str, Any]], schema: pa.Schema 
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path} not found: run the stage that writes it first (`python -m augment run` chains them)")
     return pq.read_table(path).to_pylist()

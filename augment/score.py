@@ -263,6 +263,7 @@ def backend_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_judge(run: Path, args: argparse.Namespace, force: bool = False) -> dict[str, Any]:
     """Score if needed, then label: the one entry point of the CLI and of `augment run`."""
+    runs.require(run, "turns", "items", "candidates")
     params = judge_params(args)
     if needs_scoring(run, params, force):
         backend = make_backend(args.backend, args.model, **backend_options(args))
@@ -279,12 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="re-judge (cached pairs still cost nothing)")
     add_judge_arguments(p)
     args = p.parse_args(argv)
-    try:
-        run_judge(args.run, args, args.force)
-    except (runs.StageMismatch, ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return runs.exit_code(lambda: run_judge(args.run, args, args.force))
 
 
 if __name__ == "__main__":

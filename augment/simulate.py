@@ -776,13 +776,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="rebuild a finished stage (cached generations cost nothing)")
     add_backend_arguments(p)
     args = p.parse_args(argv)
-    try:
-        run_simulate(args.run, args.mode, args.per_item, args.seed, args, max_attempts=args.max_attempts,
-                     max_tokens=args.max_tokens, temperature=args.temperature, force=args.force)
-    except (runs.StageMismatch, ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return runs.exit_code(lambda: run_simulate(
+        args.run, args.mode, args.per_item, args.seed, args, max_attempts=args.max_attempts,
+        max_tokens=args.max_tokens, temperature=args.temperature, force=args.force,
+    ))
 
 
 if __name__ == "__main__":

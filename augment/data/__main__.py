@@ -8,7 +8,8 @@ from pathlib import Path
 
 from augment.data.download import SOURCES, download
 from augment.data.prepare import DATASETS, prepare
-from augment.data.problems import ON_ERROR_CHOICES, BadInput
+from augment.data.problems import ON_ERROR_CHOICES
+from augment.runs import exit_code
 from augment.data.sample import SAMPLE_DIR, write_redial_sample
 
 
@@ -35,12 +36,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "prepare":
-        try:
-            prepare(args.dataset, args.data_dir, args.run, args.on_error, args.force)
-        except (BadInput, FileNotFoundError) as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-        return 0
+        return exit_code(lambda: prepare(args.dataset, args.data_dir, args.run, args.on_error, args.force))
     if args.command == "download":
         statuses = download(args.dataset, args.dest, args.mirror)
         failed = [name for name, status in statuses.items() if not status.startswith(("verified", "not pinned"))]
