@@ -1,0 +1,39 @@
+"""`jsonl`: one neutral line per turn with gold and synthetic labels and their judge scores.
+
+For soft-label or score-weighted trainers: gold labels carry no score (they are the human's choice, weight them as
+you like), synthetic labels carry the judge's expected score (0-4). One file per split.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from augment.data.records import SPLIT_NAMES, display_title
+
+
+def line(turn: dict[str, Any], items: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "turn_uid": turn["turn_uid"],
+        "dataset": turn["dataset"],
+        "split": turn["split"],
+        "dialog_id": turn["dialog_id"],
+        "turn_id": turn["turn_id"],
+        "context": turn["context"],
+        "response": turn["response"],
+        "mentioned": turn["mentioned"],
+        "rec": [{"item_id": i, "title": display_title(items[i])} for i in turn["rec"]],
+        "rec_synthetic": [{"item_id": s["item_id"], "title": display_title(items[s["item_id"]]), "score": s["score"]}
+                          for s in turn["rec_synthetic"]],
+    }
+
+
+def write(turns: list[dict], items: dict[str, dict[str, Any]], out: Path) -> list[Path]:
+    paths = []
+    for split in [s for s in SPLIT_NAMES if any(t["split"] == s for t in turns)]:
+        path = out / f"{split}.jsonl"
+        with open(path, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(line(t, items), ensure_ascii=False) + "\n" for t in turns if t["split"] == split)
+        paths.append(path)
+    return paths
