@@ -66,7 +66,7 @@ def test_crslab_conversations_and_maps(release_run, tmp_path):
     assert set(entity2id) == {i["item_id"] for i in items}
     assert sorted(json.loads((out / "movie_ids.json").read_text())) == sorted(entity2id.values())
     assert json.loads((out / "title2id.json").read_text()) == {display_title(i): i["item_id"] for i in items}
-    tokens = json.loads((out / "token2id.json").read_text())
+    assert json.loads((out / "concept2id.json").read_text())  # CRSLab takes max(concept ids) + 1: never empty
     for split in ("train", "test"):
         conversations = {c["conv_id"]: c["dialog"] for c in json.loads((out / f"{split}_data.json").read_text())}
         expected = [t for t in turns if t["split"] == split]
@@ -78,4 +78,4 @@ def test_crslab_conversations_and_maps(release_run, tmp_path):
             assert split == "train" or not turn["rec_synthetic"]
         dialogs = list(conversations.values())
         assert all(m in entity2id for d in dialogs for u in d for m in u["movies"])
-        assert all(w in tokens for d in dialogs for u in d for w in u["text"])
+        assert all(isinstance(u["text"], str) and u["text"] for d in dialogs for u in d)  # CRSLab tokenizes itself

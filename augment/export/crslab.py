@@ -1,17 +1,22 @@
 """`crslab`: CRSLab's ReDial layout — `{train,valid,test}_data.json` conversations plus the maps its loader reads.
 
+Checked against CRSLab's `crslab/data/dataset/redial/redial.py` (master): it reads `dialog[].{role, text (a
+string it tokenizes itself, building token2id.json), movies, entity, word}`, `entity2id.json`,
+`dbpedia_subkg.json`, `concept2id.json` (must be non-empty: it takes max(ids) + 1), `conceptnet_subkg.txt` and
+`movie_ids.json`.
+
 Conversations are rebuilt from the run's turns: a dialogue's utterances are its last recommendation turn's context
 and response (utterances after the last recommendation are not in the run). A recommender utterance's `movies` are
 its gold labels, followed on train by its synthetic labels; items first mentioned between two recommendation turns
 are put on the utterance just before the later turn (the run keeps which turn, not which utterance, mentioned
 them). Entities are the movies themselves, keyed by item id: the run links no DBpedia entities or ConceptNet words,
-so `word2id.json`, `dbpedia_subkg.json` and `conceptnet_subkg.txt` are written empty for the loader to open.
+so `dbpedia_subkg.json` and `conceptnet_subkg.txt` are written empty and `concept2id.json` holds only a padding
+concept, for the loader to open.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -19,7 +24,6 @@ from typing import Any
 from augment.data.records import RECOMMENDER, SPLIT_NAMES, display_title
 
 ROLES = {"seeker": "Seeker", "recommender": "Recommender"}
-_TOKEN = re.compile(r"\w+|[^\w\s]")
 
 
 def utterance_movies(turns: list[dict[str, Any]]) -> dict[int, list[str]]:
@@ -42,7 +46,7 @@ def conversation(turns: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "conv_id": last["dialog_id"],
         "dialog": [
-            {"utt_id": index, "role": ROLES[u["role"]], "text": _TOKEN.findall(u["text"]),
+            {"utt_id": index, "role": ROLES[u["role"]], "text": u["text"],
              "movies": movies.get(index, []), "entity": movies.get(index, []), "word": []}
             for index, u in enumerate(utterances)
         ],
@@ -63,20 +67,17 @@ def dump(path: Path, value: Any) -> Path:
 
 
 def write(turns: list[dict], items: dict[str, dict[str, Any]], out: Path) -> list[Path]:
-    paths = []
-    tokens: dict[str, int] = {"__pad__": 0, "__start__": 1, "__end__": 2, "__unk__": 3}
-    for split in [s for s in SPLIT_NAMES if any(t["split"] == s for t in turns)]:
-        data = conversations(turns, split)
-        for word in (w for c in data for u in c["dialog"] for w in u["text"]):
-            tokens.setdefault(word, len(tokens))
-        paths.append(dump(out / f"{split}_data.json", data))
+    paths = [
+        dump(out / f"{split}_data.json", conversations(turns, split))
+        for split in SPLIT_NAMES
+        if any(t["split"] == split for t in turns)
+    ]
     entity2id = {item_id: index for index, item_id in enumerate(items)}
     paths += [
         dump(out / "entity2id.json", entity2id),
         dump(out / "movie_ids.json", list(entity2id.values())),
         dump(out / "title2id.json", {display_title(item): item_id for item_id, item in items.items()}),
-        dump(out / "token2id.json", tokens),
-        dump(out / "word2id.json", {}),
+        dump(out / "concept2id.json", {"__pad__": 0}),
         dump(out / "dbpedia_subkg.json", {}),
     ]
     (out / "conceptnet_subkg.txt").write_text("", encoding="utf-8")
