@@ -7,10 +7,7 @@ synthetic labels exist, and template-simulated dialogues so the `simulated` conf
 
 from __future__ import annotations
 
-import csv
-import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +16,7 @@ import datasets
 import pytest
 import yaml
 
-from augment.data import redial
+from augment.data.sample import write_redial_sample
 from augment.data.prepare import prepare
 from augment.paths import cache_dir
 from augment.release import labelled_turns, release
@@ -31,27 +28,11 @@ from augment.simulate import run_simulate
 CONVERSATIONS, TOP_K, SCORED_TURNS, THRESHOLD = 6, 4, 2, 1.5
 
 
-def redial_slice(shared_data: Path, dest: Path) -> Path:
-    """The first CONVERSATIONS of train and test verbatim, and the catalog/metadata rows of the movies they mention."""
-    dest.mkdir(parents=True)
-    movie_ids: set[str] = set()
-    for name in ("train_data.jsonl", "test_data.jsonl"):
-        lines = (shared_data / "redial" / name).read_text(encoding="utf-8").splitlines(keepends=True)[:CONVERSATIONS]
-        movie_ids |= {m for line in lines for m in re.findall(r"@(\d+)", line)}
-        (dest / name).write_text("".join(lines), encoding="utf-8")
-    with open(shared_data / "redial" / redial.CATALOG_FILE, newline="", encoding="utf-8") as src:
-        rows = list(csv.reader(src))
-    with open(dest / redial.CATALOG_FILE, "w", newline="", encoding="utf-8") as out:
-        csv.writer(out, lineterminator="\n").writerows([rows[0], *(r for r in rows[1:] if r[0] in movie_ids)])
-    metadata = json.loads((shared_data / "redial" / redial.METADATA_FILE).read_text(encoding="utf-8"))
-    (dest / redial.METADATA_FILE).write_text(json.dumps({k: v for k, v in metadata.items() if k in movie_ids}), encoding="utf-8")
-    return dest
-
-
 def build_release_run(shared_data: Path, embedding_cache: Path, root: Path) -> Path:
     """A scored run with train and test turns, simulated dialogues, and its release in RUN/release."""
     run = root / "run"
-    prepare("redial", redial_slice(shared_data, root / "redial"), run)
+    write_redial_sample(shared_data / "redial", root / "redial", CONVERSATIONS, ("train_data.jsonl", "test_data.jsonl"))
+    prepare("redial", root / "redial", run)
     retrieve(run, top_k=TOP_K, cache_path=embedding_cache)
     shared_models = cache_dir() / "models"  # converted once per machine (~30 s); requests stay private to this run
     shared_models.mkdir(parents=True, exist_ok=True)

@@ -18,12 +18,16 @@ from augment.data import redial
 SAMPLE_DIR = Path(str(files("augment.data").joinpath("sample")))
 
 
-def write_redial_sample(data_dir: Path, dest: Path, n_conversations: int = 100, split_file: str = "test_data.jsonl") -> dict:
-    """Copy the first `n_conversations` of `split_file` and the catalog/metadata of their movies into `dest`."""
+def write_redial_sample(
+    data_dir: Path, dest: Path, n_conversations: int = 100, split_files: tuple[str, ...] = ("test_data.jsonl",)
+) -> dict:
+    """Copy the first `n_conversations` of each split file and the catalog/metadata of their movies into `dest`."""
     dest.mkdir(parents=True, exist_ok=True)
-    lines = Path(data_dir, split_file).read_text(encoding="utf-8").splitlines(keepends=True)[:n_conversations]
-    movie_ids = {m for line in lines for m in re.findall(r"@(\d+)", line)}
-    (dest / split_file).write_text("".join(lines), encoding="utf-8")
+    movie_ids: set[str] = set()
+    for split_file in split_files:
+        lines = Path(data_dir, split_file).read_text(encoding="utf-8").splitlines(keepends=True)[:n_conversations]
+        movie_ids |= {m for line in lines for m in re.findall(r"@(\d+)", line)}
+        (dest / split_file).write_text("".join(lines), encoding="utf-8")
     with open(Path(data_dir, redial.CATALOG_FILE), newline="", encoding="utf-8") as src:
         rows = list(csv.reader(src))
     with open(dest / redial.CATALOG_FILE, "w", newline="", encoding="utf-8") as out:
@@ -31,4 +35,4 @@ def write_redial_sample(data_dir: Path, dest: Path, n_conversations: int = 100, 
     metadata = json.loads(Path(data_dir, redial.METADATA_FILE).read_text(encoding="utf-8"))
     kept = {k: v for k, v in metadata.items() if k in movie_ids}
     (dest / redial.METADATA_FILE).write_text(json.dumps(kept, ensure_ascii=False, indent=0), encoding="utf-8")
-    return {"conversations": len(lines), "movies": len(movie_ids), "with_metadata": len(kept)}
+    return {"movies": len(movie_ids), "with_metadata": len(kept)}
