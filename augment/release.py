@@ -288,7 +288,7 @@ def write_card(run: Path, out: Path, configs: Mapping[str, datasets.DatasetDict]
     """README.md (YAML header + body), score histogram and coverage PNGs next to it; returns the stats shown."""
     turns = [row for split in configs["labels"].values() for row in split]
     dataset = turns[0]["dataset"]
-    items = runs.read_rows(Path(run) / "items" / "items.parquet")
+    items = list(configs["items"]["train"])
     judgments = [row for split in configs.get("judgments", {}).values() for row in split]
     how = provenance(run, judgments)
     scores = [r["score"] for r in judgments if r["status"] == "ok"]

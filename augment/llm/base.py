@@ -93,3 +93,16 @@ def normalise_digit_probs(token_logprobs: Mapping[str, float]) -> tuple[float, .
 def expected_score(probs: Sequence[float]) -> float:
     """Expectation of the 0-4 rubric digit: sum_d d * P(d)."""
     return float(sum(d * p for d, p in enumerate(probs)))
+
+
+def prompt_token_ids(tokenizer: Any, prompts: Sequence[str], chat: bool) -> list[list[int]]:
+    """Token ids of each prompt as the model sees it: one user message through the chat template with the
+    assistant turn opened (`chat`), or the raw text with the tokenizer's special tokens. The local and vllm
+    backends both tokenize here, so they score the very same tokens."""
+    if not chat:
+        return [tokenizer.encode(prompt) for prompt in prompts]
+    texts = [
+        tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False)
+        for p in prompts
+    ]
+    return [tokenizer.encode(text, add_special_tokens=False) for text in texts]

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from augment.llm.base import DIGITS, Backend, DigitScore, Generation, normalise_digit_probs
+from augment.llm.base import DIGITS, Backend, DigitScore, Generation, normalise_digit_probs, prompt_token_ids
 from augment.llm.models import resolve_model
 
 
@@ -137,15 +137,7 @@ class LocalBackend(Backend):
 
     def encode(self, prompts: Sequence[str]) -> list[list[int]]:
         """Token ids of each prompt as the model sees it (chat-templated with the assistant turn opened, or raw)."""
-        if not self.chat:
-            return self.tokenizer(list(prompts))["input_ids"]
-        texts = [
-            self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
-            )
-            for prompt in prompts
-        ]
-        return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        return prompt_token_ids(self.tokenizer, prompts, self.chat)
 
     def score_digits(self, prompts: Sequence[str]) -> list[DigitScore]:
         if not prompts:

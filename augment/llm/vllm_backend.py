@@ -22,7 +22,7 @@ import math
 import sys
 from typing import Any, Mapping, Sequence
 
-from augment.llm.base import Backend, DigitScore, Generation, normalise_digit_probs
+from augment.llm.base import Backend, DigitScore, Generation, normalise_digit_probs, prompt_token_ids
 from augment.llm.models import resolve_model
 
 TOP_LOGPROBS = 20
@@ -77,15 +77,7 @@ class VLLMBackend(Backend):
 
     def encode(self, prompts: Sequence[str]) -> list[list[int]]:
         """Token ids of each prompt as the model sees it (chat-templated with the assistant turn opened, or raw)."""
-        if not self.chat:
-            return [self._tokenizer.encode(prompt) for prompt in prompts]
-        texts = [
-            self._tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
-            )
-            for prompt in prompts
-        ]
-        return [self._tokenizer.encode(text, add_special_tokens=False) for text in texts]
+        return prompt_token_ids(self._tokenizer, prompts, self.chat)
 
     def score_digits(self, prompts: Sequence[str]) -> list[DigitScore]:
         """One greedy token per prompt; its top-20 logprobs are the judge's answer distribution."""
