@@ -70,8 +70,9 @@ def retrieve(
         "context_window": context_window,
         "templates": {name: template_hash(name) for name in TEMPLATES},
     }
-    if not runs.should_run(run, "candidates", params, force):
-        return runs.read_summary(run, "candidates")
+    stage = runs.Stage(run, "candidates", params, reads=("turns", "items"))
+    if not stage.needed(force):
+        return stage.summary()
     started = time.perf_counter()
     turns = runs.read_rows(Path(run) / "turns" / "turns.parquet")
     items = runs.read_rows(Path(run) / "items" / "items.parquet")
@@ -94,7 +95,6 @@ def retrieve(
     runs.write_rows(Path(runs.stage_dir(run, "candidates")) / "candidates.parquet", records)
     cutoffs = [c for c in RECALL_AT if c <= k]
     summary = {
-        "params": params,
         "turns": len(turns),
         "items": len(items),
         "candidates": len(records),
@@ -107,7 +107,7 @@ def retrieve(
         "texts_encoded": model.encoded,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    runs.write_summary(run, "candidates", summary)
+    summary = stage.finish(summary)
     recalls = "  ".join(f"{key} {value:.1%}" for key, value in summary.items() if key.startswith("recall@"))
     print(f"[retrieve] {len(turns):,d} turns x {k} candidates; gold {recalls}; {model.encoded:,d} texts embedded "
           f"({len(items) + len(turns) - model.encoded:,d} from cache or repeated) in {summary['seconds']} s")

@@ -7,11 +7,13 @@ finished stage is a no-op unless forced, and a killed stage simply runs again.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -53,34 +55,103 @@ def require(run: Path, *stages: str) -> None:
                                     "(`python -m augment run` chains them)")
 
 
+def json_safe(value: Any) -> Any:
+    """NaN and infinities become null: bare `NaN` is not JSON, and other tools reading a summary choke on it."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
+
+
 def write_summary(run: Path, stage: str, summary: Mapping[str, Any]) -> Path:
     """Write atomically: a reader never sees a half summary, so 'summary exists' keeps meaning 'stage done'."""
     path = stage_dir(run, stage) / SUMMARY
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
+    tmp.write_text(json.dumps(json_safe(summary), indent=2, sort_keys=True, default=str, allow_nan=False) + "\n")
     os.replace(tmp, path)
     return path
 
 
-def should_run(run: Path, stage: str, params: Mapping[str, Any], force: bool) -> bool:
-    """True when the stage must (re)run; False when it already finished with these same parameters.
+def file_fingerprint(path: Path) -> dict[str, Any]:
+    """Size, mtime and content hash of an input file: a fixed file, an added metadata file or a re-encoded one
+    all change it. The hash decides; size and mtime say what a user did when it changed."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    stat = path.stat()
+    return {"size": stat.st_size, "mtime": round(stat.st_mtime, 3), "sha256": digest.hexdigest()[:16]}
 
-    A finished stage asked for with other parameters is an error rather than a silent re-run or a silent reuse:
-    downstream artifacts were built from the old ones, so the user chooses with --force.
+
+def artifact_fingerprint(run: Path, stage: str) -> str:
+    """Content hash of a finished stage's artifacts (its parquet files): what a downstream stage was built from."""
+    folder = Path(run) / stage
+    digest = hashlib.sha256()
+    for path in sorted(folder.glob("*.parquet")):
+        digest.update(path.name.encode())
+        digest.update(file_fingerprint(path)["sha256"].encode())
+    return digest.hexdigest()[:16]
+
+
+class Stage:
+    """One stage of a run: what it is built with (params) and from (upstream stages, input files).
+
+    `needed()` says whether to build: not when it finished with the same params from the same inputs. An upstream
+    artifact or input file that changed since makes it rebuild (saying what changed; cached requests still cost
+    nothing); other params are an error unless forced, because downstream stages were built from the old ones.
+    `finish()` writes the summary with the fingerprints taken when the stage started reading.
     """
-    done = read_summary(run, stage)
-    if force or done is None:
-        return True
-    previous = done.get("params", {})
-    wanted = json.loads(json.dumps(dict(params), default=str))
-    if previous != wanted:
-        changed = sorted(k for k in set(previous) | set(wanted) if previous.get(k) != wanted.get(k))
-        raise StageMismatch(
-            f"{Path(run) / stage} was built with other parameters ({', '.join(changed)}); "
-            "re-run with --force to rebuild it and the stages after it"
-        )
-    print(f"[{stage}] already done in {Path(run) / stage} (use --force to redo)")
-    return False
+
+    def __init__(self, run: Path, name: str, params: Mapping[str, Any], reads: Sequence[str] = (),
+                 files: Sequence[Path] = ()) -> None:
+        self.run, self.name = Path(run), name
+        self.params = json.loads(json.dumps(dict(params), default=str))
+        require(self.run, *reads)
+        self.built_from = {
+            "stages": {stage: artifact_fingerprint(self.run, stage) for stage in reads},
+            "files": {str(Path(f).resolve()): file_fingerprint(f) for f in sorted(files, key=str)},
+        }
+
+    def changed_inputs(self, done: Mapping[str, Any]) -> list[str]:
+        """Upstream stages and input files that differ from the ones the finished stage was built from."""
+        before = done.get("built_from") or {"stages": {}, "files": {}}
+        stages = [f"stage {s}" for s in sorted(set(before["stages"]) | set(self.built_from["stages"]))
+                  if before["stages"].get(s) != self.built_from["stages"].get(s)]
+        files = [f"file {f}" for f in sorted(set(before["files"]) | set(self.built_from["files"]))
+                 if (before["files"].get(f) or {}).get("sha256") != (self.built_from["files"].get(f) or {}).get("sha256")]
+        return stages + files
+
+    def needed(self, force: bool = False, quiet: bool = False) -> bool:
+        done = read_summary(self.run, self.name)
+        if force or done is None:
+            return True
+        changed_inputs = self.changed_inputs(done)
+        if changed_inputs:
+            print(f"[{self.name}] rebuilding: {', '.join(changed_inputs)} changed since it was built")
+            return True
+        previous = done.get("params", {})
+        if previous != self.params:
+            changed = sorted(k for k in set(previous) | set(self.params) if previous.get(k) != self.params.get(k))
+            raise StageMismatch(
+                f"{self.run / self.name} was built with other parameters ({', '.join(changed)}); "
+                "re-run with --force to rebuild it and the stages after it"
+            )
+        if not quiet:
+            print(f"[{self.name}] already done in {self.run / self.name} (use --force to redo)")
+        return False
+
+    def summary(self) -> dict[str, Any] | None:
+        return read_summary(self.run, self.name)
+
+    def finish(self, summary: Mapping[str, Any]) -> dict[str, Any]:
+        """Write the summary (last, atomically) with params and fingerprints; returns it."""
+        full = {**summary, "params": self.params, "built_from": self.built_from}
+        write_summary(self.run, self.name, full)
+        return json.loads(json.dumps(full, default=str))
 
 
 def write_rows(path: Path, rows: Iterable[Mapping[str, Any]], schema: pa.Schema | None = None) -> Path:

@@ -123,6 +123,7 @@ def plot_histogram(scores: Sequence[float], threshold: float, path: Path) -> Pat
 
 def label(run: Path, threshold: float) -> dict[str, Any]:
     """Synthetic labels from stored judgments: score >= threshold, not gold, not mentioned. Cheap, always redone."""
+    stage = runs.Stage(run, "labels", {"threshold": threshold}, reads=("turns", "items", "judgments"))
     judgments = runs.read_rows(Path(run) / "judgments" / "judgments.parquet")
     turns = {t["turn_uid"]: t for t in runs.read_rows(Path(run) / "turns" / "turns.parquet")}
     titles = {i["item_id"]: i["title"] for i in runs.read_rows(Path(run) / "items" / "items.parquet")}
@@ -148,14 +149,13 @@ def label(run: Path, threshold: float) -> dict[str, Any]:
     gold = sum(len(r["rec"]) for r in rows)
     added = sum(len(r["rec_synthetic"]) for r in rows)
     summary = {
-        "params": {"threshold": threshold},
         "turns": len(rows),
         "gold_labels": gold,
         "synthetic_labels": added,
         "turns_with_synthetic": sum(1 for r in rows if r["rec_synthetic"]),
         "expansion_ratio": (gold + added) / gold if gold else None,
     }
-    runs.write_summary(run, "labels", summary)
+    summary = stage.finish(summary)
     ratio = f"x{summary['expansion_ratio']:.1f}" if gold else "n/a"
     print(f"[label] threshold {threshold}: {gold:,d} gold labels -> {gold + added:,d} with {added:,d} synthetic ({ratio}) "
           f"over {len(rows):,d} turns")
@@ -176,16 +176,17 @@ def judge_params(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def needs_scoring(run: Path, params: dict[str, Any], force: bool) -> bool:
+def needs_scoring(stage: runs.Stage, force: bool) -> bool:
     """Score unless judgments with these parameters exist and none failed (failed pairs are retried)."""
-    done = runs.read_summary(run, "judgments")
-    if done is not None and done.get("failed") and done.get("params") == params:
+    done = stage.summary()
+    if done is not None and done.get("failed") and done.get("params") == stage.params:
         return True
-    return runs.should_run(run, "judgments", params, force)
+    return stage.needed(force)
 
 
-def score(run: Path, backend: Backend, params: dict[str, Any], chunk_pairs: int = 256, cache_path: Path | None = None) -> dict[str, Any]:
+def score(stage: runs.Stage, backend: Backend, chunk_pairs: int = 256, cache_path: Path | None = None) -> dict[str, Any]:
     """Judge every selected pair and write judgments/; returns the stage summary."""
+    run, params = stage.run, stage.params
     started = time.perf_counter()
     pairs = select_pairs(run, params["max_turns"], params["top_n"])
     items = {i["item_id"]: i for i in runs.read_rows(Path(run) / "items" / "items.parquet")}
@@ -198,7 +199,6 @@ def score(run: Path, backend: Backend, params: dict[str, Any], chunk_pairs: int 
     scores = [r.score for r in results if r.ok]
     failed = Counter(reason_head(r.error or "") for r in results if not r.ok)
     summary = {
-        "params": params,
         "pairs": len(pairs),
         "turns": len({p.turn["turn_uid"] for p in pairs}),
         "scored_now": cached.misses - sum(cached.failures.values()),
@@ -209,7 +209,7 @@ def score(run: Path, backend: Backend, params: dict[str, Any], chunk_pairs: int 
         "histogram": histogram(scores),
         "seconds": round(time.perf_counter() - started, 1),
     }
-    runs.write_summary(run, "judgments", summary)
+    summary = stage.finish(summary)
     print_summary(summary)
     return summary
 
@@ -263,12 +263,11 @@ def backend_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_judge(run: Path, args: argparse.Namespace, force: bool = False) -> dict[str, Any]:
     """Score if needed, then label: the one entry point of the CLI and of `augment run`."""
-    runs.require(run, "turns", "items", "candidates")
-    params = judge_params(args)
-    if needs_scoring(run, params, force):
+    stage = runs.Stage(run, "judgments", judge_params(args), reads=("turns", "items", "candidates"))
+    if needs_scoring(stage, force):
         backend = make_backend(args.backend, args.model, **backend_options(args))
         try:
-            score(run, backend, params, args.chunk_pairs)
+            score(stage, backend, args.chunk_pairs)
         finally:
             backend.close()
     return label(run, args.threshold)

@@ -634,7 +634,7 @@ def simulate(
 ) -> dict[str, Any]:
     """Write `simulated/` (turns.parquet, labels_per_item.png, summary.json last) and return its summary.
 
-    A finished stage with the same parameters is a no-op returning its summary (`runs.should_run`).
+    A finished stage with the same parameters is a no-op returning its summary (`runs.Stage`).
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
@@ -642,8 +642,9 @@ def simulate(
         raise ValueError("--per-item and --max-attempts must be at least 1")
     run = Path(run)
     params = simulation_params(mode, per_item, seed, max_attempts, backend, max_tokens, temperature)
-    if not runs.should_run(run, STAGE, params, force):
-        return runs.read_summary(run, STAGE) or {}
+    stage = runs.Stage(run, STAGE, params, reads=("items", "turns") if (run / "turns" / runs.SUMMARY).exists() else ("items",))
+    if not stage.needed(force):
+        return stage.summary() or {}
     started = time.perf_counter()
     items = runs.read_rows(run / "items" / "items.parquet")
     turns_path = run / "turns" / "turns.parquet"
@@ -670,7 +671,6 @@ def simulate(
     plot_labels_per_item(items, real_turns, rows, folder / "labels_per_item.png")
     per_item_counts = Counter(row["rec"][0] for row in rows)
     summary = {
-        "params": params,
         "dataset": f"{dataset}-sim",
         "items": len(items),
         "items_simulated": len(per_item_counts),
@@ -684,7 +684,7 @@ def simulate(
         "samples": sample_dialogues(items, rows),
         "seconds": round(time.perf_counter() - started, 1),
     }
-    runs.write_summary(run, STAGE, summary)
+    summary = stage.finish(summary)
     print_summary(summary)
     return summary
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from augment.runs import StageMismatch, read_summary, should_run
+from augment.runs import Stage, StageMismatch, read_summary
 
 
 def test_run_on_embedded_sample(tmp_path):
@@ -31,10 +31,8 @@ def test_run_on_embedded_sample(tmp_path):
 
 
 def test_changed_parameters_need_force(tmp_path):
-    from augment.runs import write_summary
-
-    write_summary(tmp_path, "candidates", {"params": {"top_k": 50}})
-    assert not should_run(tmp_path, "candidates", {"top_k": 50}, force=False)
+    Stage(tmp_path, "candidates", {"top_k": 50}).finish({})
+    assert not Stage(tmp_path, "candidates", {"top_k": 50}).needed()
     with pytest.raises(StageMismatch, match="top_k"):
-        should_run(tmp_path, "candidates", {"top_k": 20}, force=False)
-    assert should_run(tmp_path, "candidates", {"top_k": 20}, force=True)
+        Stage(tmp_path, "candidates", {"top_k": 20}).needed()
+    assert Stage(tmp_path, "candidates", {"top_k": 20}).needed(force=True)

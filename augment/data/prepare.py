@@ -36,15 +36,25 @@ def _load(dataset: str, data_dir: Path, problems: Problems) -> tuple[dict[str, l
     return turns_by_split, items, counts
 
 
+def input_files(dataset: str, data_dir: Path) -> list[Path]:
+    """Every raw file the dataset's loader may read that exists: their fingerprints decide whether a prepared run
+    is still current (a fixed file, or a metadata file added later, rebuilds it)."""
+    module = {"redial": redial, "inspired": inspired}[dataset]
+    names = [*module.SPLIT_FILES.values(), *getattr(module, "CATALOG_FILE", "").split(), module.METADATA_FILE]
+    return [data_dir / name for name in names if (data_dir / name).is_file()]
+
+
 def prepare(dataset: str, data_dir: Path, run: Path, on_error: str = "raise", force: bool = False) -> dict[str, Any]:
     """Build turns and items; returns the stage summary (counts, skipped records, missing splits)."""
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {DATASETS}")
     params = {"dataset": dataset, "data_dir": str(Path(data_dir).resolve()), "on_error": on_error}
-    if not runs.should_run(run, "turns", params, force):
-        return runs.read_summary(run, "turns")
     if not Path(data_dir).is_dir():
         raise FileNotFoundError(f"data directory {data_dir} does not exist (try `python -m augment.data download`)")
+    inputs = input_files(dataset, Path(data_dir))
+    stage = runs.Stage(run, "turns", params, files=inputs)
+    if not stage.needed(force):
+        return stage.summary()
     problems = Problems(on_error)
     turns_by_split, items, counts = _load(dataset, Path(data_dir), problems)
     module = {"redial": redial, "inspired": inspired}[dataset]
@@ -52,17 +62,15 @@ def prepare(dataset: str, data_dir: Path, run: Path, on_error: str = "raise", fo
     if not turns_by_split:
         raise FileNotFoundError(f"no split file of {dataset} in {data_dir}: expected any of {list(module.SPLIT_FILES.values())}")
     item_summary = {
-        "params": params,
         "items": len(items),
         "items_without_metadata": sum(1 for item in items.values() if not item["has_metadata"]),
         "items_mentioned": sum(1 for item in items.values() if item["n_mentions"] > 0),
     }
     runs.write_rows(runs.stage_dir(run, "items") / "items.parquet", items.values(), ITEM_SCHEMA)
-    runs.write_summary(run, "items", item_summary)
+    runs.Stage(run, "items", params, files=inputs).finish(item_summary)
     all_turns = [turn for turns in turns_by_split.values() for turn in turns]
     runs.write_rows(runs.stage_dir(run, "turns") / "turns.parquet", all_turns, TURN_SCHEMA)
     summary = {
-        "params": params,
         "dataset": dataset,
         "splits": counts,
         "missing_splits": missing,
@@ -71,7 +79,7 @@ def prepare(dataset: str, data_dir: Path, run: Path, on_error: str = "raise", fo
         "items_without_metadata": item_summary["items_without_metadata"],
         **problems.summary(),
     }
-    runs.write_summary(run, "turns", summary)
+    summary = stage.finish(summary)
     print_summary(summary)
     return summary
 
