@@ -14,7 +14,7 @@ import pytest
 from augment.data.__main__ import main as data_main
 from augment.data.prepare import prepare
 from augment.data.problems import BadInput
-from augment.runs import read_summary
+from augment.runs import read_rows, read_summary
 
 
 def redial_copy(shared_data: Path, tmp_path: Path, n: int = 20) -> tuple[Path, list[str]]:
@@ -43,6 +43,14 @@ def damage(line: str, how: str) -> str | bytes:
         record["messages"] = []
     elif how == "non-UTF-8":
         return json.dumps(record).encode()[:40] + b"\xff\xfe" + json.dumps(record).encode()[40:]
+    elif how == "null text":
+        record["messages"][1]["text"] = None
+    elif how == "number text":
+        record["messages"][1]["text"] = 42
+    elif how == "messages not a list":
+        record["messages"] = "hello"
+    elif how == "unknown sender":
+        record["messages"][1]["senderWorkerId"] = 424242
     return json.dumps(record)
 
 
@@ -52,6 +60,10 @@ CASES = {
     "unknown movie id": "unknown movie id",
     "empty dialogue": "empty dialogue",
     "non-UTF-8": "non-UTF-8 bytes",
+    "null text": "bad field type",
+    "number text": "bad field type",
+    "messages not a list": "bad field type",
+    "unknown sender": "unknown sender",
 }
 
 
@@ -94,17 +106,20 @@ def inspired_copy(shared_data: Path, tmp_path: Path) -> Path:
     return folder
 
 
-def test_inspired_missing_column(shared_data, tmp_path):
+def drop_column(path: Path, column: str) -> None:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    drop = lines[0].split("\t").index(column)
+    path.write_text("\n".join("\t".join(l.split("\t")[:drop] + l.split("\t")[drop + 1 :]) for l in lines) + "\n")
+
+
+@pytest.mark.parametrize("on_error", ["raise", "skip"])
+def test_inspired_missing_column_is_an_error_even_when_skipping(shared_data, tmp_path, on_error):
+    """A file without a required column cannot be read at all: skipping it would drop its 3,437 rows as '1 skip'."""
     folder = inspired_copy(shared_data, tmp_path)
-    lines = (folder / "test.tsv").read_text(encoding="utf-8").splitlines()
-    header = lines[0].split("\t")
-    drop = header.index("movies")
-    (folder / "test.tsv").write_text("\n".join("\t".join(l.split("\t")[:drop] + l.split("\t")[drop + 1 :]) for l in lines) + "\n")
-    with pytest.raises(BadInput, match=r"test.tsv:1: tsv missing column \(movies\)"):
-        prepare("inspired", folder, tmp_path / "run")
-    summary = prepare("inspired", folder, tmp_path / "run2", on_error="skip")  # the unusable file is skipped whole
-    assert summary["skipped"] == {"tsv missing column": 1}
-    assert summary["splits"]["test"]["conversations"] == 0
+    drop_column(folder / "test.tsv", "movies")
+    with pytest.raises(BadInput, match=r"test.tsv:1: tsv missing column \(movies\) — the header must name"):
+        prepare("inspired", folder, tmp_path / "run", on_error=on_error)
+    assert read_summary(tmp_path / "run", "turns") is None and read_summary(tmp_path / "run", "items") is None
 
 
 def test_inspired_short_row_and_bad_bytes(shared_data, tmp_path):
@@ -118,3 +133,87 @@ def test_inspired_short_row_and_bad_bytes(shared_data, tmp_path):
     summary = prepare("inspired", folder, tmp_path / "run", on_error="skip")
     assert summary["skipped"] == {"wrong number of columns": 1, "non-UTF-8 bytes": 1}
     assert summary["splits"]["test"]["conversations"] == 99
+
+
+# ------------------------------------------------------------------------- field types, ids, duplicates
+
+
+@pytest.mark.parametrize("how, detail", [("null text", "messages[1].text is null, expected a string"),
+                                         ("number text", "messages[1].text is a int (42), expected a string")])
+def test_redial_text_of_wrong_type_is_located(shared_data, tmp_path, how, detail):
+    folder, lines = redial_copy(shared_data, tmp_path)
+    lines[6] = damage(lines[6], how)
+    write_lines(folder / "test_data.jsonl", lines)
+    code = data_main(["prepare", "--data-dir", str(folder), "--out", str(tmp_path / "run")])
+    assert code == 2  # a located one-line error, never a TypeError traceback
+
+
+def test_redial_text_of_wrong_type_message(shared_data, tmp_path):
+    folder, lines = redial_copy(shared_data, tmp_path)
+    lines[6] = damage(lines[6], "null text")
+    write_lines(folder / "test_data.jsonl", lines)
+    with pytest.raises(BadInput, match=r"test_data.jsonl:7: bad field type \(messages\[1\].text is null, expected a string\)"):
+        prepare("redial", folder, tmp_path / "run")
+
+
+def stringify_senders(line: str) -> str:
+    record = json.loads(line)
+    for message in record["messages"]:
+        message["senderWorkerId"] = str(message["senderWorkerId"])
+    return json.dumps(record)
+
+
+def test_redial_sender_ids_as_strings_compare_by_value(shared_data, tmp_path):
+    """'"senderWorkerId": "123"' with an int initiatorWorkerId is the same worker: same roles, same turns."""
+    folder, lines = redial_copy(shared_data, tmp_path)
+    write_lines(folder / "test_data.jsonl", lines)
+    prepare("redial", folder, tmp_path / "ints")
+    write_lines(folder / "test_data.jsonl", [stringify_senders(line) for line in lines])
+    prepare("redial", folder, tmp_path / "strings")
+    as_ints = read_rows(tmp_path / "ints" / "turns" / "turns.parquet")
+    as_strings = read_rows(tmp_path / "strings" / "turns" / "turns.parquet")
+    assert as_strings == as_ints and len(as_ints) > 20
+    assert {u["role"] for t in as_strings for u in t["context"]} == {"seeker", "recommender"}
+
+
+def test_redial_duplicate_conversation_id(shared_data, tmp_path):
+    folder, lines = redial_copy(shared_data, tmp_path)
+    first_id = json.loads(lines[2])["conversationId"]
+    lines[9] = lines[2]
+    write_lines(folder / "test_data.jsonl", lines)
+    with pytest.raises(BadInput, match=rf"test_data.jsonl:10: duplicate conversationId \({first_id}, first at \S*test_data.jsonl:3\)"):
+        prepare("redial", folder, tmp_path / "run")
+    summary = prepare("redial", folder, tmp_path / "run", on_error="skip")
+    assert summary["skipped"] == {"duplicate conversationId": 1}
+    assert summary["splits"]["test"]["conversations"] == 19
+    uids = [t["turn_uid"] for t in read_rows(tmp_path / "run" / "turns" / "turns.parquet")]
+    assert len(uids) == len(set(uids))
+
+
+def test_redial_conversation_in_two_splits(shared_data, tmp_path):
+    folder, lines = redial_copy(shared_data, tmp_path)
+    write_lines(folder / "test_data.jsonl", lines)
+    write_lines(folder / "train_data.jsonl", [lines[4]])
+    with pytest.raises(BadInput, match=r"test_data.jsonl:5: duplicate conversationId \(\S+, first at \S*train_data.jsonl:1\)"):
+        prepare("redial", folder, tmp_path / "run")
+
+
+def test_inspired_duplicate_dialog_id(shared_data, tmp_path):
+    """A dialog's rows are contiguous in INSPIRED: its id coming back later is a second copy, not more rows."""
+    folder = inspired_copy(shared_data, tmp_path)
+    lines = (folder / "test.tsv").read_text(encoding="utf-8").splitlines()
+    first_dialog = [line for line in lines[1:] if line.split("\t")[0] == lines[1].split("\t")[0]]
+    (folder / "test.tsv").write_text("\n".join(lines + first_dialog) + "\n", encoding="utf-8")
+    with pytest.raises(BadInput, match=rf"test.tsv:{len(lines) + 1}: duplicate dialog_id \(\S+, first at \S*test.tsv:2\)"):
+        prepare("inspired", folder, tmp_path / "run")
+    summary = prepare("inspired", folder, tmp_path / "run", on_error="skip")
+    assert summary["skipped"] == {"duplicate dialog_id": 1}
+    assert summary["splits"]["test"]["conversations"] == 99
+
+
+def test_nothing_readable_is_an_error_even_when_skipping(shared_data, tmp_path):
+    folder, lines = redial_copy(shared_data, tmp_path, n=3)
+    write_lines(folder / "test_data.jsonl", [damage(line, "truncated JSON") for line in lines])
+    with pytest.raises(BadInput, match=r"no redial conversation could be read from .*: 3 skipped"):
+        prepare("redial", folder, tmp_path / "run", on_error="skip")
+    assert read_summary(tmp_path / "run", "items") is None

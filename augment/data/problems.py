@@ -1,17 +1,22 @@
-"""Bad input: a clear error naming the file and line, or a counted skip.
+"""Bad input: a clear error naming the file and line, a counted skip, or a recorded warning.
 
 Real CRS dumps are messy (truncated lines, unknown ids, stray bytes). By default the first problem stops the run
 with its location, so nothing is silently lost; with `--on-error skip` the offending record is skipped, counted by
-reason and a few examples are kept for the stage summary.
+reason and a few examples are kept for the stage summary. A problem with a whole file (empty, unreadable header,
+damaged metadata) is an error in both modes: skipping it would silently drop everything the file holds. Something
+the run can do without but the user must know about (a missing metadata file) is a warning: printed at once and
+recorded in the summary.
 """
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 ON_ERROR_CHOICES = ("raise", "skip")
+SKIP_HINT = "fix the file, or pass --on-error skip to skip and count such records"
 
 
 class Rejection(NamedTuple):
@@ -22,7 +27,12 @@ class Rejection(NamedTuple):
 
 
 class BadInput(ValueError):
-    """A record in an input file that cannot be used; the message names file and line."""
+    """A record or file that cannot be used; the message names file and line."""
+
+
+def located(where: str, reason: str, detail: str = "") -> str:
+    """'file:line: reason (detail)', the one shape of every data-layer message."""
+    return f"{where}: {reason}" + (f" ({detail})" if detail else "")
 
 
 @dataclass
@@ -30,6 +40,7 @@ class Problems:
     on_error: str = "raise"
     skipped: Counter = field(default_factory=Counter)
     examples: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     max_examples: int = 20
 
     def __post_init__(self) -> None:
@@ -38,12 +49,27 @@ class Problems:
 
     def report(self, where: str, reason: str, detail: str = "") -> None:
         """Raise BadInput, or count the skip; `where` is 'file:line'."""
-        message = f"{where}: {reason}" + (f" ({detail})" if detail else "")
+        message = located(where, reason, detail)
         if self.on_error == "raise":
-            raise BadInput(message + " — fix the file, or pass --on-error skip to skip and count such records")
+            raise BadInput(f"{message} — {SKIP_HINT}")
         self.skipped[reason] += 1
         if len(self.examples) < self.max_examples:
             self.examples.append(message)
 
+    @staticmethod
+    def fail(where: str, reason: str, detail: str = "", fix: str = "fix the file") -> None:
+        """A file that cannot be read at all: an error even under --on-error skip."""
+        raise BadInput(f"{located(where, reason, detail)} — {fix} (a whole file is never skipped)")
+
+    def warn(self, message: str) -> None:
+        """Something missing that the run can do without: said now, and kept for the summary."""
+        print(f"warning: {message}", file=sys.stderr)
+        self.warnings.append(message)
+
     def summary(self) -> dict:
-        return {"skipped": dict(self.skipped), "skipped_total": sum(self.skipped.values()), "examples": self.examples}
+        return {
+            "skipped": dict(self.skipped),
+            "skipped_total": sum(self.skipped.values()),
+            "examples": self.examples,
+            "warnings": self.warnings,
+        }
