@@ -6,11 +6,14 @@ you like), synthetic labels carry the judge's expected score (0-4). One file per
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from augment.data.records import SPLIT_NAMES, display_title
+from augment.export.files import write_lines
+
+if TYPE_CHECKING:
+    from augment.export import Bundle
 
 
 def line(turn: dict[str, Any], items: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -29,11 +32,7 @@ def line(turn: dict[str, Any], items: dict[str, dict[str, Any]]) -> dict[str, An
     }
 
 
-def write(turns: list[dict], items: dict[str, dict[str, Any]], out: Path) -> list[Path]:
-    paths = []
-    for split in [s for s in SPLIT_NAMES if any(t["split"] == s for t in turns)]:
-        path = out / f"{split}.jsonl"
-        with open(path, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(line(t, items), ensure_ascii=False) + "\n" for t in turns if t["split"] == split)
-        paths.append(path)
-    return paths
+def write(bundle: Bundle, out: Path) -> tuple[list[Path], dict[str, Any]]:
+    splits = [s for s in SPLIT_NAMES if bundle.split(s)]
+    paths = [write_lines(out / f"{s}.jsonl", [line(t, bundle.items) for t in bundle.split(s)]) for s in splits]
+    return paths, {"lines": {s: len(bundle.split(s)) for s in splits}}
