@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import faiss
 import numpy as np
 
-from augment import runs
+from augment import cli, runs
 from augment.embed import DEFAULT_EMBEDDER, INSTRUCTION_FORMATS, EmbeddingCache, InstructionEmbedder
 from augment.templates import render, template_hash
 
@@ -93,7 +93,7 @@ def retrieve(
         if r >= 0
     ]
     runs.write_rows(Path(runs.stage_dir(run, "candidates")) / "candidates.parquet", records)
-    cutoffs = [c for c in RECALL_AT if c <= k]
+    cutoffs = sorted({c for c in RECALL_AT if c < k} | {k})  # always the recall at the depth retrieved
     summary = {
         "turns": len(turns),
         "items": len(items),
@@ -115,13 +115,19 @@ def retrieve(
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m augment.retrieve", description=__doc__)
-    p.add_argument("--run", type=Path, required=True, help="run folder with turns/ and items/")
-    p.add_argument("--top-k", type=int, default=50)
-    p.add_argument("--embedder", default=DEFAULT_EMBEDDER, help="sentence-transformers name or path (e.g. GritLM/GritLM-7B)")
-    p.add_argument("--instruction-format", choices=INSTRUCTION_FORMATS, default="auto")
-    p.add_argument("--context-window", type=int, default=6, help="last N utterances form the query (0 = all)")
-    p.add_argument("--force", action="store_true")
+    p = argparse.ArgumentParser(prog="python -m augment.retrieve", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", type=Path, required=True, help="run folder with turns/ and items/ (from `augment.data "
+                                                            "prepare`); writes RUN/candidates/")
+    p.add_argument("--top-k", type=cli.POSITIVE_INT, default=50, help="candidates per recommendation turn (default 50)")
+    p.add_argument("--embedder", default=DEFAULT_EMBEDDER,
+                   help=f"sentence-transformers name or path, e.g. GritLM/GritLM-7B (default: the offline {DEFAULT_EMBEDDER})")
+    p.add_argument("--instruction-format", choices=INSTRUCTION_FORMATS, default="auto",
+                   help="how the query instruction is given: auto = GritLM format for GritLM models, none for others; "
+                        "gritlm, prefix (instruction prepended) or none (default auto)")
+    p.add_argument("--context-window", type=cli.NON_NEGATIVE_INT, default=6,
+                   help="last N utterances form the query, 0 = all (default 6)")
+    p.add_argument("--force", action="store_true", help="rebuild even if finished with the same parameters")
     return p
 
 

@@ -25,15 +25,36 @@ class StageMismatch(RuntimeError):
     """A finished stage was asked to run again with different parameters."""
 
 
+class NothingSucceeded(RuntimeError):
+    """A stage ran and every unit of its work failed: what failed is recorded, but the run is not a success."""
+
+
 def exit_code(action: Callable[[], object]) -> int:
-    """Run a stage for the command line: an error the user can fix (bad input, missing files, changed parameters)
-    prints one line and exits 2 instead of a traceback."""
+    """Run a stage for the command line: an error the user can fix (bad input, missing files, changed parameters,
+    an output folder that cannot be written) prints one line and exits 2 instead of a traceback; a run in which
+    nothing succeeded exits 1."""
     try:
         action()
-    except (StageMismatch, ValueError, FileNotFoundError) as error:  # BadInput is a ValueError
-        print(f"error: {error}", file=sys.stderr)
+    except (StageMismatch, ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as error:
+        print(f"error: {error}", file=sys.stderr)  # BadInput is a ValueError
         return 2
+    except NothingSucceeded as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     return 0
+
+
+def check_output_dir(path: Path) -> Path:
+    """Refuse, before any work, an output location that is a file or cannot be written (one line, naming it)."""
+    path = Path(path)
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"--out {path} is a file, not a folder: choose another --out")
+    if existing is not None and not existing.is_dir():
+        raise NotADirectoryError(f"--out {path}: {existing} is a file, not a folder: choose another --out")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"--out {path}: {existing} is not writable: choose another --out or fix its permissions")
+    return path
 
 
 def stage_dir(run: Path, stage: str) -> Path:
@@ -125,7 +146,9 @@ class Stage:
                  if (before["files"].get(f) or {}).get("sha256") != (self.built_from["files"].get(f) or {}).get("sha256")]
         return stages + files
 
-    def needed(self, force: bool = False, quiet: bool = False) -> bool:
+    def needed(self, force: bool = False, quiet: bool = False, on_change: str = "error") -> bool:
+        """True when the stage must be built. Changed params raise StageMismatch, or rebuild with
+        `on_change="rebuild"` (for a stage whose inputs are cached requests, so a rebuild pays only what is new)."""
         done = read_summary(self.run, self.name)
         if force or done is None:
             return True
@@ -136,6 +159,9 @@ class Stage:
         previous = done.get("params", {})
         if previous != self.params:
             changed = sorted(k for k in set(previous) | set(self.params) if previous.get(k) != self.params.get(k))
+            if on_change == "rebuild":
+                print(f"[{self.name}] rebuilding with other parameters ({', '.join(changed)})")
+                return True
             raise StageMismatch(
                 f"{self.run / self.name} was built with other parameters ({', '.join(changed)}); "
                 "re-run with --force to rebuild it and the stages after it"

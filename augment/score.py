@@ -20,7 +20,8 @@ from typing import Any, Iterator, Sequence
 
 from tqdm import tqdm
 
-from augment import runs
+from augment import cli, runs
+from augment import ray_runner
 from augment.llm import BACKENDS, DEFAULT_LOCAL_JUDGE, make_backend, uses_raw_completion
 from augment.llm.base import Backend, DigitScore
 from augment.llm.cache import CachedBackend, reason_head
@@ -159,7 +160,52 @@ def label(run: Path, threshold: float) -> dict[str, Any]:
     ratio = f"x{summary['expansion_ratio']:.1f}" if gold else "n/a"
     print(f"[label] threshold {threshold}: {gold:,d} gold labels -> {gold + added:,d} with {added:,d} synthetic ({ratio}) "
           f"over {len(rows):,d} turns")
+    explain_outcome(scores, threshold, judgments[0]["model"] if judgments else None)
     return summary
+
+
+def explain_outcome(scores: Sequence[float], threshold: float, model: str | None) -> None:
+    """Say where the scores fall against the threshold, and what to do when nothing passes: a run that ends with
+    '0 synthetic labels' and no word on why looks broken."""
+    if not scores:
+        return
+    passing = sum(1 for score in scores if score >= threshold)
+    print(f"[label] {passing:,d} of {len(scores):,d} judged pairs score >= {threshold} (scores {min(scores):.2f} to "
+          f"{max(scores):.2f}, mean {sum(scores) / len(scores):.2f}); histogram in labels/score_histogram.png")
+    if passing == 0:
+        print(f"[label] nothing passes: the judge ({model}) never reaches {threshold}. The embedded SmolLM2 judge is "
+              "untrained for this task and at chance level (README, judge quality); for real labels use a distilled "
+              "student (`--backend cross-encoder --model DIR` from `python -m train.judge`) or a strong judge "
+              "(`--backend openai --base-url URL --model NAME`), or try a lower --threshold to see what it ranks first")
+
+
+# What judges a pair when the command line does not say: these, or what the finished judgments used.
+JUDGE_DEFAULTS = {"backend": "local", "model": None, "endpoint": "chat", "chat": True,
+                  "max_turns": None, "top_n": None, "context_window": 10}
+IDENTITY = ("backend", "model", "endpoint", "chat")
+ALL = "all"
+
+
+def resolve_judge_options(args: argparse.Namespace, done: dict[str, Any] | None) -> None:
+    """Fill the judge options the user left out: from the finished judgments when there are some (so
+    `--threshold 3.0` alone re-labels what was judged, with no model call), else from the defaults.
+
+    The judge's identity (backend, model, endpoint, chat) is inherited only when `--backend` and `--model` are both
+    left out; the pair selection (max turns, top n, context window) whenever its own flag is.
+    """
+    stored = (done or {}).get("params", {})
+    inherit_identity = args.backend is None and args.model is None and bool(stored)
+    for key, default in JUDGE_DEFAULTS.items():
+        given = getattr(args, key)
+        if given is not None:
+            value = None if given == ALL else given
+        elif key in stored and (key not in IDENTITY or inherit_identity) and stored[key] is not None:
+            value = stored[key]
+        elif key == "backend" and args.model is not None and stored.get("backend"):
+            value = stored["backend"]  # --model alone: another model on the same backend
+        else:
+            value = default
+        setattr(args, key, value)
 
 
 def judge_params(args: argparse.Namespace) -> dict[str, Any]:
@@ -168,7 +214,7 @@ def judge_params(args: argparse.Namespace) -> dict[str, Any]:
         "backend": args.backend,
         "model": args.model or (DEFAULT_LOCAL_JUDGE if args.backend == "local" else None),
         "endpoint": args.endpoint if args.backend == "openai" else None,
-        "chat": args.chat if args.backend != "openai" else None,
+        "chat": args.chat if args.backend not in ("openai",) else None,
         "max_turns": args.max_turns,
         "top_n": args.top_n,
         "context_window": args.context_window,
@@ -177,14 +223,17 @@ def judge_params(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def needs_scoring(stage: runs.Stage, force: bool) -> bool:
-    """Score unless judgments with these parameters exist and none failed (failed pairs are retried)."""
+    """Score unless judgments with these parameters exist and none failed (failed pairs are retried). Other
+    parameters re-judge at once: every pair already in the request cache costs nothing."""
     done = stage.summary()
     if done is not None and done.get("failed") and done.get("params") == stage.params:
+        print(f"[judgments] retrying the {done['failed']:,d} pairs that failed last time")
         return True
-    return stage.needed(force)
+    return stage.needed(force, on_change="rebuild")
 
 
-def score(stage: runs.Stage, backend: Backend, chunk_pairs: int = 256, cache_path: Path | None = None) -> dict[str, Any]:
+def score(stage: runs.Stage, backend: Backend, chunk_pairs: int = 256, cache_path: Path | None = None,
+          runner: ray_runner.Runner | None = None) -> dict[str, Any]:
     """Judge every selected pair and write judgments/; returns the stage summary."""
     run, params = stage.run, stage.params
     started = time.perf_counter()
@@ -193,7 +242,7 @@ def score(stage: runs.Stage, backend: Backend, chunk_pairs: int = 256, cache_pat
     completion = uses_raw_completion(backend)
     prompts = [render_prompt(p.turn, items[p.item_id], completion, params["context_window"]) for p in pairs]
     cached = CachedBackend(backend, cache_path)
-    results = score_prompts(cached, pairs, prompts, chunk_pairs)
+    results = (runner or score_prompts)(cached, pairs, prompts, chunk_pairs)
     rows = judgment_rows(pairs, results, backend, params["prompt_hash"])
     runs.write_rows(runs.stage_dir(run, "judgments") / "judgments.parquet", rows)
     scores = [r.score for r in results if r.ok]
@@ -211,6 +260,9 @@ def score(stage: runs.Stage, backend: Backend, chunk_pairs: int = 256, cache_pat
     }
     summary = stage.finish(summary)
     print_summary(summary)
+    if pairs and not scores:
+        raise runs.NothingSucceeded(f"none of the {len(pairs):,d} pairs was judged ({'; '.join(failed)}); "
+                                    "labels were not written. Fix the cause and re-run: only failed pairs are sent")
     return summary
 
 
@@ -220,32 +272,65 @@ def print_summary(summary: dict[str, Any]) -> None:
           f"({rate:.1f} pairs/s), {summary['from_cache']:,d} from cache, {summary['failed']:,d} failed")
     for reason, count in summary["failed_by_reason"].items():
         print(f"  failed: {count:,d} x {reason}")
+    if summary["failed"]:
+        print(f"  a re-run retries exactly these {summary['failed']:,d} pairs (the others come from the request cache)")
     peak = max(summary["histogram"].values(), default=0) or 1
     for bucket, count in summary["histogram"].items():
         print(f"  {bucket} {'#' * round(40 * count / peak):40s} {count:,d}")
 
 
-def add_backend_arguments(p: argparse.ArgumentParser) -> None:
-    """Model-access options shared by every stage that calls a model (score, simulate, run)."""
-    p.add_argument("--backend", choices=BACKENDS, default="local")
-    p.add_argument("--model", help=f"model name or path (local default: {DEFAULT_LOCAL_JUDGE}; also gemma3-270m)")
-    p.add_argument("--base-url", help="openai backend: the server, e.g. http://127.0.0.1:8000/v1")
-    p.add_argument("--endpoint", choices=("chat", "completions"), default="chat", help="openai backend")
-    p.add_argument("--concurrency", type=int, default=16, help="openai backend: requests in flight")
-    p.add_argument("--timeout", type=float, default=120.0, help="openai backend: seconds per request")
-    p.add_argument("--max-retries", type=int, default=5, help="openai backend: retries on 429/5xx/timeouts")
-    p.add_argument("--backoff", type=float, default=1.0, help="openai backend: first retry wait in seconds (doubles)")
-    p.add_argument("--no-chat", dest="chat", action="store_false", help="local/vllm: raw prompt, no chat template")
+def base_url(text: str) -> str:
+    """An http(s) URL: `127.0.0.1:9` without a scheme would be read by the SDK as a relative path."""
+    if not text.startswith(("http://", "https://")):
+        raise argparse.ArgumentTypeError(f"must start with http:// or https:// (e.g. http://{text}/v1), got {text!r}")
+    return text.rstrip("/")
+
+
+def add_backend_arguments(p: argparse.ArgumentParser, inherit: bool = False) -> None:
+    """Model-access options shared by every stage that calls a model (score, simulate, run). With `inherit`, the
+    judge's options default to None so that a stage can take them from its finished artifact."""
+    def default(value: Any) -> Any:
+        return None if inherit else value
+
+    later = " or what the run's judgments used" if inherit else ""
+    p.add_argument("--backend", choices=BACKENDS, default=default("local"),
+                   help=f"model access (default: local{later}): local = transformers on this CPU, openai = any "
+                        "OpenAI-compatible server, vllm = in-process vLLM engine")
+    p.add_argument("--model", help=f"model name or path (default for local: {DEFAULT_LOCAL_JUDGE}; also gemma3-270m)")
+    p.add_argument("--base-url", type=base_url, help="openai backend: the server, e.g. http://127.0.0.1:8000/v1 "
+                                                      "(default: OPENAI_BASE_URL, else the OpenAI API)")
+    p.add_argument("--endpoint", choices=("chat", "completions"), default=default("chat"),
+                   help=f"openai backend: chat (server applies the chat template) or completions (default: chat{later})")
+    p.add_argument("--concurrency", type=cli.POSITIVE_INT, default=16, help="openai backend: requests in flight (default 16)")
+    p.add_argument("--timeout", type=cli.POSITIVE_FLOAT, default=120.0, help="openai backend: seconds per request (default 120)")
+    p.add_argument("--max-retries", type=cli.NON_NEGATIVE_INT, default=5,
+                   help="openai backend: retries on 429/5xx/timeouts/connection errors (default 5)")
+    p.add_argument("--backoff", type=cli.NON_NEGATIVE_FLOAT, default=1.0,
+                   help="openai backend: first retry wait in seconds, doubling, with jitter (default 1)")
+    p.add_argument("--no-chat", dest="chat", action="store_const", const=False, default=default(True),
+                   help="local/vllm: feed the raw prompt, no chat template (default: chat template)")
+
+
+def pair_count(text: str) -> int | str:
+    """A positive count, or `all`."""
+    return ALL if text == ALL else cli.POSITIVE_INT(text)
 
 
 def add_judge_arguments(p: argparse.ArgumentParser) -> None:
-    """Judge options shared by `augment.score` and `augment run`."""
-    add_backend_arguments(p)
-    p.add_argument("--threshold", type=float, default=3.5)
-    p.add_argument("--max-turns", type=int, default=None, help="score only the first N recommendation turns")
-    p.add_argument("--top-n", type=int, default=None, help="score only each turn's first N candidates")
-    p.add_argument("--context-window", type=int, default=10, help="last N utterances shown to the judge (0 = all)")
-    p.add_argument("--chunk-pairs", type=int, default=256, help="pairs per cached batch")
+    """Judge options shared by `augment.score` and `augment run`; left out, they are what the run's finished
+    judgments used, so re-labelling never re-judges."""
+    add_backend_arguments(p, inherit=True)
+    p.add_argument("--threshold", type=cli.float_in(0.0, 4.0), default=3.5,
+                   help="keep candidates whose judge score (0-4, expected digit) is at least this (default 3.5); "
+                        "changing it re-labels from stored judgments, without a model call")
+    p.add_argument("--max-turns", type=pair_count, default=None,
+                   help="judge only the first N recommendation turns, or `all` (default: all, or the run's judgments)")
+    p.add_argument("--top-n", type=pair_count, default=None,
+                   help="judge only each turn's first N candidates, or `all` (default: all, or the run's judgments)")
+    p.add_argument("--context-window", type=cli.NON_NEGATIVE_INT, default=None,
+                   help="last N utterances shown to the judge, 0 = all (default 10, or the run's judgments)")
+    p.add_argument("--chunk-pairs", type=cli.POSITIVE_INT, default=256, help="pairs per cached batch (default 256)")
+    ray_runner.add_arguments(p)
 
 
 def backend_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -263,11 +348,15 @@ def backend_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_judge(run: Path, args: argparse.Namespace, force: bool = False) -> dict[str, Any]:
     """Score if needed, then label: the one entry point of the CLI and of `augment run`."""
+    resolve_judge_options(args, runs.read_summary(run, "judgments"))
     stage = runs.Stage(run, "judgments", judge_params(args), reads=("turns", "items", "candidates"))
     if needs_scoring(stage, force):
-        backend = make_backend(args.backend, args.model, **backend_options(args))
+        if getattr(args, "runner", "local") == "ray":
+            backend, runner = ray_runner.prepare(args, backend_options(args))
+        else:
+            backend, runner = make_backend(args.backend, args.model, **backend_options(args)), None
         try:
-            score(stage, backend, args.chunk_pairs)
+            score(stage, backend, args.chunk_pairs, runner=runner)
         finally:
             backend.close()
     return label(run, args.threshold)

@@ -93,7 +93,8 @@ def request_prompt(path: str, body: dict[str, Any]) -> str:
 class FakeOpenAIServer:
     """The server, its script of faults (by exact prompt) and its log of requests; use as a context manager."""
 
-    def __init__(self) -> None:
+    def __init__(self, models: tuple[str, ...] = ("fake-judge", "fake-model")) -> None:
+        self.models = models  # what GET /v1/models lists: the names a client may ask for
         self.faults: dict[str, Fault] = {}
         self.requests: list[tuple[str, dict[str, Any]]] = []
         self.max_in_flight = 0
@@ -154,6 +155,12 @@ def _handler_for(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             with server.serving():
                 self._answer()
+
+        def do_GET(self) -> None:
+            if not self.path.endswith("/models"):
+                return self._send(404, b'{"error": {"message": "not found"}}')
+            listing = {"object": "list", "data": [{"id": m, "object": "model", "owned_by": "fake"} for m in server.models]}
+            self._send(200, json.dumps(listing).encode())
 
         def _answer(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))

@@ -16,7 +16,7 @@ import os
 from functools import partial
 from typing import Any, Awaitable, Callable, Iterable, Literal, Mapping, Sequence, TypeVar
 
-from openai import APIConnectionError, APIStatusError, APITimeoutError, AsyncOpenAI
+from openai import APIConnectionError, APIStatusError, APITimeoutError, AsyncOpenAI, OpenAI
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from augment.llm.base import DIGITS, Backend, DigitScore, Generation, normalise_digit_probs
@@ -130,13 +130,14 @@ def retry_after_seconds(exc: BaseException | None) -> float | None:
     return None
 
 
-def failure_reason(exc: BaseException, tries: int) -> str:
-    """A short, stable reason for a request that failed for good (no prompt text, no credentials)."""
+def failure_reason(exc: BaseException, tries: int, where: str = "") -> str:
+    """A short, stable reason for a request that failed for good (no prompt text, no credentials); `where` names
+    the server and model, so a connection error says which URL was unreachable."""
     after = f"after {tries} {'try' if tries == 1 else 'tries'}"
     if isinstance(exc, APITimeoutError):
-        return f"timeout {after}"
+        return f"timeout {where}{after}"
     if isinstance(exc, APIConnectionError):
-        return f"connection error {after}"
+        return f"connection error {where}{after}"
     if isinstance(exc, APIStatusError):
         detail = exc.body.get("message") if isinstance(exc.body, dict) else None
         return f"http {exc.status_code} {after}" + (f": {str(detail)[:200]}" if detail else "")
@@ -201,6 +202,25 @@ class OpenAIBackend(Backend):
             "structured_choices": self.structured_choices,
         }
 
+    def check(self) -> None:
+        """GET /models once: the server answers and serves this model. A wrong URL, a server that is down or a
+        model name it does not know is a one-line error here, not thousands of failed requests later."""
+        where = self.base_url or "the default OpenAI API"
+        client = OpenAI(base_url=self.base_url, api_key=self._api_key, timeout=min(self.timeout, 10.0), max_retries=1)
+        try:
+            served = [model.id for model in client.models.list()]
+        except APIStatusError as exc:
+            if exc.status_code == 404:
+                return  # a server without the listing: the first request will tell
+            raise ValueError(f"{where} answered GET /models with HTTP {exc.status_code}: check --base-url and OPENAI_API_KEY") from None
+        except APIConnectionError as exc:
+            raise ValueError(f"cannot reach {where} (model {self.model}): {exc.__cause__ or exc}; is the server running "
+                             "and is --base-url right (e.g. http://127.0.0.1:8000/v1)?") from None
+        finally:
+            client.close()
+        if served and self.model not in served:
+            raise ValueError(f"{where} does not serve model {self.model!r}; it serves {served[:10]}: fix --model")
+
     def score_digits(self, prompts: Sequence[str]) -> list[DigitScore]:
         requests = [
             build_digit_request(self.endpoint, self.model, p, self.top_logprobs, self.structured_choices)
@@ -258,5 +278,6 @@ class OpenAIBackend(Backend):
         try:
             raw: Any = await retrying(create, **request)
         except Exception as exc:
-            raise _RequestFailed(failure_reason(exc, retrying.statistics.get("attempt_number", 1))) from exc
+            tries = retrying.statistics.get("attempt_number", 1)
+            raise _RequestFailed(failure_reason(exc, tries, f"to {self.base_url or 'the default API'} (model {self.model}) ")) from exc
         return raw.text
