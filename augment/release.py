@@ -23,7 +23,7 @@ import yaml
 from augment import runs
 from augment.data.records import ITEM_SCHEMA, SPLIT_NAMES, TURN_SCHEMA
 from augment.score import histogram, plot_histogram
-from augment.simulate import BUCKET_RULE, BUCKETS, bucket_of
+from augment.data.popularity import BUCKET_RULE, BUCKETS, bucket_of
 
 SYNTHETIC_TYPE = pa.list_(pa.struct([("item_id", pa.string()), ("title", pa.string()), ("score", pa.float64())]))
 LABEL_SCHEMA = TURN_SCHEMA.append(pa.field("rec_synthetic", SYNTHETIC_TYPE))
