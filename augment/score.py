@@ -362,12 +362,17 @@ def run_judge(run: Path, args: argparse.Namespace, force: bool = False) -> dict[
     return label(run, args.threshold)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m augment.score", description=__doc__)
-    p.add_argument("--run", type=Path, required=True, help="run folder with turns/, items/, candidates/")
-    p.add_argument("--force", action="store_true", help="re-judge (cached pairs still cost nothing)")
+    p.add_argument("--run", type=Path, required=True,
+                   help="run folder with turns/, items/, candidates/; writes RUN/judgments/ and RUN/labels/")
+    p.add_argument("--force", action="store_true", help="re-judge every pair (pairs in the request cache cost nothing)")
     add_judge_arguments(p)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     return runs.exit_code(lambda: run_judge(args.run, args, args.force))
 
 
