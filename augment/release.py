@@ -209,6 +209,17 @@ def size_category(n: int) -> str:
     return "1M<n<10M"
 
 
+def dataset_info(configs: Mapping[str, datasets.DatasetDict]) -> list[dict[str, Any]]:
+    """The card's `dataset_info`: per config its splits with `name`, `num_bytes` (the split's Arrow size) and
+    `num_examples`, and `dataset_size`. `datasets` ignores a `splits` entry without `num_bytes`, with a warning
+    that the YAML is malformed."""
+    infos = []
+    for name, config in configs.items():
+        splits = [{"name": s, "num_bytes": int(d.data.nbytes), "num_examples": d.num_rows} for s, d in config.items()]
+        infos.append({"config_name": name, "splits": splits, "dataset_size": sum(s["num_bytes"] for s in splits)})
+    return infos
+
+
 def card_header(dataset: str, configs: Mapping[str, datasets.DatasetDict]) -> dict[str, Any]:
     """The YAML header: license, configs with data_files per split (what load_dataset reads), sizes."""
     return {
@@ -223,10 +234,7 @@ def card_header(dataset: str, configs: Mapping[str, datasets.DatasetDict]) -> di
              **({"default": True} if name == "labels" else {})}
             for name, config in configs.items()
         ],
-        "dataset_info": [
-            {"config_name": name, "splits": [{"name": s, "num_examples": d.num_rows} for s, d in config.items()]}
-            for name, config in configs.items()
-        ],
+        "dataset_info": dataset_info(configs),
     }
 
 
