@@ -309,13 +309,20 @@ def write_card(run: Path, out: Path, configs: Mapping[str, datasets.DatasetDict]
     return {**stats, "coverage": cover, "provenance": how}
 
 
-def release(run: Path, out: Path | None = None) -> Path:
-    """Write the whole release locally (data, disk copy, card, plots); returns its folder."""
-    out = Path(out or Path(run) / "release")
+def release(run: Path, out: Path | None = None, force: bool = False) -> Path:
+    """Write the whole release locally (data, disk copy, card, plots); returns its folder. A release already
+    built from the run's current stages is kept; one built from older stages is rebuilt."""
+    out = runs.check_output_dir(Path(out or Path(run) / "release"))
+    optional = tuple(s for s in ("judgments", "labels", "simulated") if runs.read_summary(run, s) is not None)
+    stage = runs.Stage(run, "release", {}, reads=("turns", "items", *optional), folder=out)
+    if not stage.needed(force):
+        return out
     out.mkdir(parents=True, exist_ok=True)
     configs = build_configs(run)
     write_configs(configs, out)
     stats = write_card(run, out, configs)
+    stage.finish({"configs": {name: dict(config.num_rows) for name, config in configs.items()},
+                  "train_synthetic_labels": stats["splits"].get("train", {}).get("synthetic_labels", 0)})
     print(f"[release] {out}: configs {', '.join(f'{n} {dict(c.num_rows)}' for n, c in configs.items())}; "
           f"train synthetic labels {stats['splits'].get('train', {}).get('synthetic_labels', 0):,d}")
     return out
@@ -337,18 +344,28 @@ def push(out: Path, repo_id: str) -> str:
     return str(commit)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m augment.release", description=__doc__)
-    p.add_argument("--run", type=Path, required=True, help="run folder with turns/, items/ and (optionally) labels/")
+    p.add_argument("--run", type=Path, required=True,
+                   help="run folder with turns/, items/ and (optionally) judgments/, labels/, simulated/")
     p.add_argument("--out", type=Path, default=None, help="release folder (default RUN/release)")
-    p.add_argument("--push-to-hub", metavar="ORG/NAME", help="also upload to this Hub dataset repo (token: HF_TOKEN)")
-    args = p.parse_args(argv)
+    p.add_argument("--push-to-hub", metavar="ORG/NAME",
+                   help="also upload to this Hub dataset repo, token from HF_TOKEN (default: no upload)")
+    p.add_argument("--force", action="store_true", help="rebuild even if the release is current")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     datasets.disable_progress_bars()
+
+    out = Path(args.out or args.run / "release")
+    code = runs.exit_code(lambda: release(args.run, out, args.force))
+    if code or not args.push_to_hub:
+        return code
     try:
-        out = release(args.run, args.out)
-        if args.push_to_hub:
-            print(f"[release] pushed to {args.push_to_hub}: {push(out, args.push_to_hub)}")
-    except (PushFailed, FileNotFoundError) as error:
+        print(f"[release] pushed to {args.push_to_hub}: {push(out, args.push_to_hub)}")
+    except PushFailed as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

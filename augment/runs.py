@@ -109,12 +109,15 @@ def file_fingerprint(path: Path) -> dict[str, Any]:
 
 
 def artifact_fingerprint(run: Path, stage: str) -> str:
-    """Content hash of a finished stage's artifacts (its parquet files): what a downstream stage was built from."""
+    """Content hash of a finished stage's artifacts (its parquet files) and parameters: what a downstream stage was
+    built from. The parameters count because downstream stages report them (a release card shows the threshold)."""
     folder = Path(run) / stage
     digest = hashlib.sha256()
     for path in sorted(folder.glob("*.parquet")):
         digest.update(path.name.encode())
         digest.update(file_fingerprint(path)["sha256"].encode())
+    params = (read_summary(run, stage) or {}).get("params", {})
+    digest.update(json.dumps(params, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:16]
 
 
@@ -128,8 +131,11 @@ class Stage:
     """
 
     def __init__(self, run: Path, name: str, params: Mapping[str, Any], reads: Sequence[str] = (),
-                 files: Sequence[Path] = ()) -> None:
+                 files: Sequence[Path] = (), folder: Path | None = None) -> None:
+        """`folder` holds the stage's output and summary when it is not RUN/<name> (a release or export
+        written elsewhere with --out)."""
         self.run, self.name = Path(run), name
+        self.folder = Path(folder) if folder is not None else self.run / name
         self.params = json.loads(json.dumps(dict(params), default=str))
         require(self.run, *reads)
         self.built_from = {
@@ -149,7 +155,7 @@ class Stage:
     def needed(self, force: bool = False, quiet: bool = False, on_change: str = "error") -> bool:
         """True when the stage must be built. Changed params raise StageMismatch, or rebuild with
         `on_change="rebuild"` (for a stage whose inputs are cached requests, so a rebuild pays only what is new)."""
-        done = read_summary(self.run, self.name)
+        done = self.summary()
         if force or done is None:
             return True
         changed_inputs = self.changed_inputs(done)
@@ -163,20 +169,20 @@ class Stage:
                 print(f"[{self.name}] rebuilding with other parameters ({', '.join(changed)})")
                 return True
             raise StageMismatch(
-                f"{self.run / self.name} was built with other parameters ({', '.join(changed)}); "
+                f"{self.folder} was built with other parameters ({', '.join(changed)}); "
                 "re-run with --force to rebuild it and the stages after it"
             )
         if not quiet:
-            print(f"[{self.name}] already done in {self.run / self.name} (use --force to redo)")
+            print(f"[{self.name}] already done in {self.folder} (use --force to redo)")
         return False
 
     def summary(self) -> dict[str, Any] | None:
-        return read_summary(self.run, self.name)
+        return read_summary(self.folder.parent, self.folder.name)
 
     def finish(self, summary: Mapping[str, Any]) -> dict[str, Any]:
         """Write the summary (last, atomically) with params and fingerprints; returns it."""
         full = {**summary, "params": self.params, "built_from": self.built_from}
-        write_summary(self.run, self.name, full)
+        write_summary(self.folder.parent, self.folder.name, full)
         return json.loads(json.dumps(full, default=str))
 
 

@@ -137,3 +137,18 @@ def test_push_without_network_fails_clearly_and_loses_nothing(release_run, tmp_p
             datasets.load_dataset(str(release_run / "release"), config)["train"])
     assert (out / "README.md").read_text() == (release_run / "release" / "README.md").read_text()
     assert not any(secret.encode() in path.read_bytes() for path in out.rglob("*") if path.is_file())
+
+
+def test_release_is_rebuilt_when_the_labels_change_and_kept_otherwise(release_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(release_run, run)
+    release(run)
+    assert "[release] already done" in capsys.readouterr().out
+    assert score_main(["--run", str(run), "--threshold", "1.0"]) == 0  # re-label only: a new labels artifact
+    capsys.readouterr()
+    release(run)
+    assert "rebuilding: stage labels changed" in capsys.readouterr().out
+    rebuilt = datasets.load_dataset(str(run / "release"), "labels")["train"].to_list()
+    assert sum(len(r["rec_synthetic"]) for r in rebuilt) == read_summary(run, "labels")["synthetic_labels"]
