@@ -37,6 +37,9 @@ def run_simulate(
         return simulate(run, mode, per_item, seed, None, max_attempts, force=force)
     if backend_args is None:
         raise ValueError("--mode llm needs backend options")
+    if backend_args.backend == "cross-encoder":
+        raise ValueError("--backend cross-encoder only scores pairs; --mode llm needs a backend that writes text "
+                         "(local, openai or vllm)")
     backend = make_backend(backend_args.backend, backend_args.model, **backend_options(backend_args))
     try:
         return simulate(run, mode, per_item, seed, backend, max_attempts,
@@ -45,8 +48,8 @@ def run_simulate(
         backend.close()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m augment.simulate`: parse (numeric flags refused out of range, exit 2), run, exit code of the run."""
+def parser() -> argparse.ArgumentParser:
+    """The simulate command line; numeric flags are refused out of range at parse time (exit 2)."""
     package = importlib.import_module("augment.simulate")  # its docstring is the description; imported late (cycle)
     p = argparse.ArgumentParser(prog="python -m augment.simulate", description=package.__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -70,7 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true",
                    help="rebuild a finished stage; cached generations cost nothing (default: off)")
     add_backend_arguments(p)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m augment.simulate`: parse, run, exit code of the run."""
+    args = parser().parse_args(argv)
     return runs.exit_code(lambda: run_simulate(
         args.run, args.mode, args.per_item, args.seed, args, max_attempts=args.max_attempts,
         max_tokens=args.max_tokens, temperature=args.temperature, force=args.force,
