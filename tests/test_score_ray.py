@@ -190,7 +190,7 @@ def test_killed_run_resumes_without_resending_finished_pairs(ray_address, run, s
     a.latency_s = b.latency_s = 0.0
     monkeypatch.setenv("CRS_AUGMENT_CACHE", str(cache))
     assert score_main(score_args(run, a.base_url, b.base_url)) == 0
-    after = (a.prompts_requested() + b.prompts_requested())[sent_before:]
+    after = a.prompts_requested()[sent_before[0]:] + b.prompts_requested()[sent_before[1]:]
     assert not finished & set(after)  # nothing finished before the kill was asked again
     assert set(after) == set(prompts_of(run)) - finished
     assert read_summary(run, "judgments")["from_cache"] == len(finished)
@@ -199,12 +199,12 @@ def test_killed_run_resumes_without_resending_finished_pairs(ray_address, run, s
     assert judgments(run) == judgments(reference)
 
 
-def settle(a: FakeOpenAIServer, b: FakeOpenAIServer, quiet_s: float = 2.0, limit_s: float = 60.0) -> int:
-    """The number of requests received once none has arrived for `quiet_s` (Ray ends a dead driver's workers
-    within seconds), so requests counted after it belong to the next run."""
-    count, stable_since, deadline = -1, time.monotonic(), time.monotonic() + limit_s
+def settle(a: FakeOpenAIServer, b: FakeOpenAIServer, quiet_s: float = 2.0, limit_s: float = 60.0) -> tuple[int, int]:
+    """Each server's request count once none has arrived for `quiet_s` (Ray ends a dead driver's workers within
+    seconds), so requests counted after it belong to the next run."""
+    count, stable_since, deadline = (-1, -1), time.monotonic(), time.monotonic() + limit_s
     while time.monotonic() < deadline:
-        now = len(a.requests) + len(b.requests)
+        now = (len(a.requests), len(b.requests))
         if now != count:
             count, stable_since = now, time.monotonic()
         elif time.monotonic() - stable_since >= quiet_s:
