@@ -187,3 +187,21 @@ def test_every_flag_has_help(capsys):
     for flag, words in (("--run", "run folder"), ("--format", "which trainer"), ("--out", "folder to write"),
                         ("--valid-fraction", "default 0.1"), ("--force", "rewrite the export")):
         assert flag in text and words in text, flag
+
+
+def test_card_dataset_info_has_num_bytes_and_datasets_reads_it(scored_run, tmp_path, caplog):
+    import datasets
+    import yaml
+
+    from augment.release import release
+
+    out = release(scored_run, tmp_path / "release")
+    header = yaml.safe_load((out / "README.md").read_text(encoding="utf-8").split("---\n")[1])
+    for info in header["dataset_info"]:
+        assert all(s["num_bytes"] > 0 for s in info["splits"]), info["config_name"]
+        assert info["dataset_size"] == sum(s["num_bytes"] for s in info["splits"])
+    with caplog.at_level("WARNING"):
+        builder = datasets.load_dataset_builder(str(out), "labels")
+    assert "malformed" not in caplog.text
+    assert {s: builder.info.splits[s].num_examples for s in builder.info.splits} == {
+        s["name"]: s["num_examples"] for s in header["dataset_info"][0]["splits"]}
