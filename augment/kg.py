@@ -278,6 +278,10 @@ def build(run: Path, force: bool = False, cfcrs: Path | None = CFCRS_KG) -> dict
     params = {"linker_version": LINKER_VERSION, "relations": RELATIONS, "ambiguous_genres": list(AMBIGUOUS_GENRES),
               "min_person_words": MIN_PERSON_WORDS}
     stage = runs.Stage(run, "kg", params, reads=("turns", "items"))
+    done = stage.summary()
+    if done is not None and done.get("params") != stage.params and not force:
+        print(f"[kg] rebuilding: the linking rules changed since {Path(run) / 'kg'} was built")
+        force = True  # cheap and deterministic, and read only by exports, which rebuild in turn
     if not stage.needed(force, quiet=True):
         return stage.summary()
     items = runs.read_rows(Path(run) / "items" / "items.parquet")

@@ -122,6 +122,10 @@ def test_stage_is_reused_rebuilt_on_change_and_has_a_cli(scored_run, tmp_path, c
     assert kg.main(["--run", str(run)]) == 0
     assert "rebuilding: stage items changed" in capsys.readouterr().out
     assert read_summary(run, "kg")["built_from"] != first["built_from"]
+    summary = json.loads((run / "kg" / "summary.json").read_text())
+    (run / "kg" / "summary.json").write_text(json.dumps({**summary, "params": {**summary["params"], "linker_version": 0}}))
+    assert kg.main(["--run", str(run)]) == 0 and "linking rules changed" in capsys.readouterr().out
+    assert read_summary(run, "kg")["params"]["linker_version"] == kg.LINKER_VERSION
     assert kg.main(["--run", str(tmp_path / "missing")]) == 2
     with pytest.raises(SystemExit):
         kg.main(["--help"])
