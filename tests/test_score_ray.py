@@ -41,6 +41,7 @@ from augment.ray_runner import (  # noqa: E402
 from augment.runs import read_rows, read_summary  # noqa: E402
 from augment.score import main as score_main, render_prompt, select_pairs  # noqa: E402
 from tests.fake_openai_server import Fault, FakeOpenAIServer, chat_reply, digit_probs  # noqa: E402
+from tests.test_score import run  # noqa: E402,F401 - the fixture: a private copy of the sample run and cache
 
 TURNS, TOP_N = 4, 10
 FIELDS = ("turn_uid", "item_id", "rank", "probs", "score", "status", "reason")
@@ -55,16 +56,6 @@ def ray_address() -> Iterator[str]:
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
-
-
-@pytest.fixture
-def run(sample_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A private copy of the sample run (turns, items, candidates) and a private request cache."""
-    monkeypatch.setenv("CRS_AUGMENT_CACHE", str(tmp_path / "cache"))
-    copy = tmp_path / "run"
-    for stage in ("turns", "items", "candidates"):
-        shutil.copytree(sample_run / stage, copy / stage)
-    return copy
 
 
 @pytest.fixture
