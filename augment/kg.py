@@ -338,14 +338,18 @@ def load(run: Path) -> Loaded:
     return Loaded(graph, dict(utterances), context)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m augment.kg", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", type=Path, required=True, help="run folder with turns/ and items/ (from augment.data)")
     p.add_argument("--force", action="store_true", help="rebuild even if built from the same turns and items")
     p.add_argument("--cfcrs", type=Path, default=CFCRS_KG,
                    help=f"CFCRS's ReDial KG folder to compare a ReDial graph with (default {CFCRS_KG}; skipped if absent)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     return runs.exit_code(lambda: build(args.run, args.force, args.cfcrs))
 
 

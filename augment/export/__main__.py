@@ -24,7 +24,7 @@ def print_summary(summary: dict, out: Path) -> None:
     print(f"  valid: {summary['valid']['source']}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m augment.export", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", type=Path, required=True, help="run folder with turns/, items/ and (optionally) labels/")
@@ -35,7 +35,11 @@ def main(argv: list[str] | None = None) -> int:
                         f"ones) held out as valid, in (0, 0.5] (default {DEFAULT_VALID_FRACTION})")
     p.add_argument("--force", action="store_true", help="rewrite the export even if it is current or was made with "
                                                         "other parameters")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     return runs.exit_code(lambda: print_summary(
         export(args.run, args.format, args.out, args.valid_fraction, args.force), args.out))
 
