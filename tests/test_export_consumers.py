@@ -116,14 +116,15 @@ def test_crslab_text_is_tokens_mostly_known(crslab):
 
 def test_crslab_kbrd_rec_dataloader_and_model_build_on_the_exported_graph(crslab):
     dataset = crslab["dataset"]
-    (loader_module,) = fresh_import(crslab["checkout"], "crslab.data.dataloader.kbrd")
+    loader_module = importlib.import_module("crslab.data.dataloader.kbrd")  # from the fresh copy, as imported above
+    assert Path(loader_module.__file__).is_relative_to(crslab["checkout"])
     loader = loader_module.KBRDDataLoader({"context_truncate": 256, "response_truncate": 30, "entity_truncate": 32},
                                           dataset.train_data, dataset.vocab)
     batches = list(loader.get_rec_data(batch_size=64, shuffle=False))
     assert sum(len(b["item"]) for b in batches) == len(loader.rec_process_fn())
     kg = dataset.side_data["entity_kg"]
     assert kg["n_relation"] >= 2 and len(kg["edge"]) > 1000  # CRSLab keeps relations with > 1,000 edges
-    (kbrd,) = fresh_import(crslab["checkout"], "crslab.model.crs.kbrd.kbrd")
+    kbrd = importlib.import_module("crslab.model.crs.kbrd.kbrd")
     torch.manual_seed(0)
     opt = {"kg_emb_dim": 32, "token_emb_dim": 32, "ffn_size": 32, "n_heads": 2, "n_layers": 1, "user_proj_dim": 32}
     model = kbrd.KBRDModel(opt, torch.device("cpu"), dataset.vocab, dataset.side_data)
