@@ -191,3 +191,25 @@ def test_unicrs_reads_the_kg_and_batches_every_label(unicrs, scored_run, train_f
     assert batch["context"]["rec_labels"].tolist() == [d["rec"] for d in data.data[:8]]
     assert batch["entity"].shape[0] == 8 and int(batch["entity"].max()) <= kg["pad_entity_id"]
     assert set(batch["context"]["rec_labels"].tolist()) <= set(kg["item_ids"])
+
+
+def test_crslab_reads_an_inspired_export_with_its_graph(shared_data, tmp_path):
+    """INSPIRED (dev -> valid, test; no train file in the shared data) through the same ReDial layout."""
+    from augment.data.prepare import prepare
+
+    run = tmp_path / "run"
+    prepare("inspired", shared_data / "inspired", run)
+    checkout = tmp_path / "CRSLab"
+    shutil.copytree(CLIENTS / "crslab" / "crslab", checkout / "crslab")
+    out = checkout / "data" / "dataset" / "redial" / "nltk"
+    assert export_main(["--run", str(run), "--format", "crslab", "--out", str(out)]) == 0
+    download, dataset_module = fresh_import(checkout, "crslab.download", "crslab.data.dataset.redial.redial")
+    calls = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(download.DownloadableFile, "download_file", lambda self, dpath: calls.append(dpath))
+        dataset = dataset_module.ReDialDataset({}, "nltk")
+    sys.path.remove(str(checkout))
+    assert calls == [] and dataset.valid_data and dataset.test_data and not dataset.train_data
+    assert dataset.side_data["entity_kg"]["n_relation"] >= 3  # genre, star, director (INSPIRED has no writers)
+    targets = [i for s in dataset.test_data if s["role"] == "Recommender" for i in s["items"]]
+    assert set(targets) <= set(dataset.side_data["item_entity_ids"]) and targets
