@@ -40,6 +40,8 @@ def test_redial_graph_agrees_with_cfcrs(redial_catalog_run):
     summary = read_summary(redial_catalog_run, "kg")
     overlap = summary["cfcrs_overlap"]
     assert overlap["relations"] == {"ours": 4, "cfcrs": 4, "shared": 4}
+    assert overlap["items"]["shared"] == overlap["items"]["cfcrs"]  # every CFCRS movie name is one of our items
+    assert summary["disambiguated_item_names"] == 0  # the catalog's display titles are unique already
     assert overlap["entities"]["shared"] >= 0.95 * overlap["entities"]["cfcrs"]
     assert overlap["triples"]["shared"] >= 0.95 * overlap["triples"]["cfcrs"]
     for relation, counts in overlap["triples_by_relation"].items():
