@@ -65,17 +65,22 @@ def samples_by_conversation(conversations: list[dict], samples: list[dict]) -> l
     return pairs
 
 
-def kg_context(run: Path) -> tuple[dict[str, list[int]], dict[str, int]]:
+def kg_context(run: Path, entity2id: dict[str, int] | None = None) -> tuple[dict[str, list[int]], dict[str, int]]:
+    """Each turn's context entities and each item's entity, as ids of the run's KG or, given an export's
+    entity2id, as that export's ids (looked up by entity name)."""
     from augment import kg
 
     loaded = kg.load(run)
-    return loaded.context, loaded.graph.entity_of_item
+    names = loaded.graph.names
+    to = (lambda e: e) if entity2id is None else (lambda e: entity2id[names[e]])
+    context = {uid: [to(e) for e in entities] for uid, entities in loaded.context.items()}
+    return context, {item: to(e) for item, e in loaded.graph.entity_of_item.items()}
 
 
 def test_crslab_reads_every_label_as_a_target_and_none_as_context(crslab, scored_run):
     dataset, out = crslab["dataset"], crslab["out"]
     summary = read_summary(out.parent, out.name)
-    context, entity = kg_context(scored_run)
+    context, entity = kg_context(scored_run, dataset.entity2id)
     train = [t for t in labelled_turns(scored_run) if t["split"] == "train"][:summary["splits"]["train"]["turns"]]
     conversations = json.loads((out / "train_data.json").read_text())
     aligned = samples_by_conversation(conversations, dataset.train_data)
@@ -101,6 +106,7 @@ def test_crslab_reads_every_label_as_a_target_and_none_as_context(crslab, scored
             for sample in samples:
                 in_context = (set(sample["context_entities"]) | set(sample["context_items"])) & movies
                 assert in_context <= mentioned[dialog_id], conv["conv_id"]
+                assert dataset.special_token_idx["pad_entity"] not in set(sample["context_entities"]) | set(sample["items"])
 
 
 def test_crslab_text_is_tokens_mostly_known(crslab):
@@ -173,7 +179,7 @@ def test_unicrs_reads_the_kg_and_batches_every_label(unicrs, scored_run, train_f
     data = rec.CRSRecDataset("redial_augmented", split, tokenizer, context_max_length=200, entity_max_length=32,
                              prompt_tokenizer=prompt_tokenizer, prompt_max_length=200)
     summary = read_summary(out.parent, out.name)
-    context, entity = kg_context(scored_run)
+    context, entity = kg_context(scored_run, json.loads((out / "entity2id.json").read_text()))
     train = [t for t in labelled_turns(scored_run) if t["split"] == "train"][:summary["splits"]["train"]["turns"]]
     augmented = train_file == "train_data_augmented.jsonl"
     expected = []

@@ -10,7 +10,8 @@ resources over the folder unless `.built` names the version its resources expect
   default parameters — CRSLab tokenizes with `nltk.word_tokenize`, whose English Punkt model is a separate download
   and not on PyPI, so the untrained Punkt keeps the export the same on every machine.
 - Entities are the run's knowledge graph (`augment.kg`): `movies` are the utterance's movie entities, `entity` its
-  linked genres and people; `dbpedia_subkg.json` holds the item -> genre/star/director/writer triples, so KBRD's
+  linked genres and people; entity ids are the KG's plus one (id 0 is a padding entity: KGSF and NTRD mask
+  `pad_entity` 0); `dbpedia_subkg.json` holds the item -> genre/star/director/writer triples, so KBRD's
   R-GCN gets graph signal (CRSLab keeps relations with more than 1,000 edges: on a whole catalog, all four).
 - Synthetic labels are recommendation targets only: each train turn with synthetic labels adds a copy of its
   conversation cut at that turn, whose last utterance carries the synthetic labels as its `movies` (the targets)
@@ -30,7 +31,7 @@ from nltk.tokenize.punkt import PunktSentenceTokenizer
 
 from augment.export.files import dump
 from augment.data.records import SPLIT_NAMES
-from augment.kg import dialogues
+from augment.kg import Graph, dialogues
 
 if TYPE_CHECKING:
     from augment.export import Bundle
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 RESOURCE_VERSION = "0.31"  # crslab/data/dataset/redial/resources.py: resources['nltk']['version']
 SPECIAL_TOKENS = {"__pad__": 0, "__start__": 1, "__end__": 2, "__unk__": 3}  # resources['nltk']['special_token_idx']
 ROLES = {"seeker": "Seeker", "recommender": "Recommender"}
+PAD_ENTITY = "__pad_entity__"  # id 0: resources['nltk']['special_token_idx']['pad_entity']
 TOKENIZER = "nltk: NLTKWordTokenizer (word_tokenize's) over sentences of an untrained PunktSentenceTokenizer"
 _SENTENCES, _WORDS = PunktSentenceTokenizer(), NLTKWordTokenizer()
 
@@ -87,6 +89,16 @@ def token2id(splits: dict[str, list[dict[str, Any]]]) -> dict[str, int]:
 
 
 
+def graph_files(graph: Graph, out: Path) -> list[Path]:
+    """entity2id.json, dbpedia_subkg.json and movie_ids.json with the KG's ids shifted by one: CRSLab's KGSF and
+    NTRD mask entity id 0 (`pad_entity`) as padding, so id 0 is a padding entity no triple or label uses."""
+    entity2id = {PAD_ENTITY: 0, **{name: index + 1 for name, index in graph.entity2id.items()}}
+    adjacency = {str(int(head) + 1): [[relation, tail + 1] for relation, tail in pairs]
+                 for head, pairs in graph.adjacency().items()}
+    return [dump(out / "entity2id.json", entity2id), dump(out / "dbpedia_subkg.json", adjacency),
+            dump(out / "movie_ids.json", sorted(e + 1 for e in graph.item_of))]
+
+
 def write(bundle: Bundle, out: Path) -> tuple[list[Path], dict[str, Any]]:
     built = {split: conversations(bundle, split) for split in SPLIT_NAMES}
     splits = {split: convs for split, (convs, _) in built.items()}
@@ -95,9 +107,7 @@ def write(bundle: Bundle, out: Path) -> tuple[list[Path], dict[str, Any]]:
     vocabulary = token2id(splits)
     paths += [
         dump(out / "token2id.json", vocabulary),
-        dump(out / "entity2id.json", graph.entity2id),
-        dump(out / "dbpedia_subkg.json", graph.adjacency()),
-        dump(out / "movie_ids.json", sorted(graph.item_of)),
+        *graph_files(graph, out),
         dump(out / "entity2item.json", {graph.names[e]: i for e, i in graph.item_of.items()}),
         dump(out / "concept2id.json", {"__pad__": 0}),  # CRSLab takes max(ids) + 1: never empty; no ConceptNet here
     ]
