@@ -23,7 +23,7 @@ from augment.data.records import SPLIT_NAMES
 from augment.export import cfcrs, crslab, jsonl, unicrs
 from augment.release import labelled_turns
 
-READS = ("turns", "items", "labels", "kg")
+READS = ("turns", "items", "labels", "kg")  # kg only for GRAPH_FORMATS
 GRAPH_FORMATS = ("crslab", "unicrs", "cfcrs")
 DEFAULT_VALID_FRACTION = 0.1
 
@@ -88,7 +88,7 @@ def up_to_date(out: Path, params: dict[str, Any], built_from: dict[str, Any], fo
         raise runs.StageMismatch(f"{out} holds an export made with other parameters ({', '.join(changed)}): "
                                  "choose another --out, or --force to replace it")
     before = (previous.get("built_from") or {}).get("stages", {})
-    changed = [s for s in READS if before.get(s) != built_from["stages"].get(s)]
+    changed = [s for s in sorted(set(before) | set(built_from["stages"])) if before.get(s) != built_from["stages"].get(s)]
     if not changed:
         print(f"[export] {out} is up to date with the run (use --force to rewrite it)")
         return previous
@@ -115,7 +115,8 @@ def export(run: Path, fmt: str, out: Path, valid_fraction: float = DEFAULT_VALID
         kg.build(run)
     params = {"format": fmt, "run": str(run.resolve()),
               "valid_fraction": valid_fraction if fmt in GRAPH_FORMATS else None}
-    built_from = {"stages": {stage: runs.artifact_fingerprint(run, stage) for stage in READS}}
+    reads = READS if fmt in GRAPH_FORMATS else tuple(s for s in READS if s != "kg")
+    built_from = {"stages": {stage: runs.artifact_fingerprint(run, stage) for stage in reads}}
     current = up_to_date(out, params, built_from, force)
     if current is not None:
         return current
