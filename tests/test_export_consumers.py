@@ -23,9 +23,10 @@ import torch
 from augment.export.__main__ import main as export_main
 from augment.release import labelled_turns
 from augment.runs import read_summary
+from tests.conftest import SHARED_DATA
 from tests.test_export import scored_run  # noqa: F401  (the session fixture: a real scored run)
 
-CLIENTS = Path(__file__).resolve().parents[2] / "shared" / "clients"
+CLIENTS = SHARED_DATA.parent / "clients"  # ../shared/clients, beside the shared data
 
 
 def fresh_import(root: Path, *modules: str) -> list:

@@ -24,7 +24,7 @@ def redial_catalog_run(shared_data, tmp_path_factory) -> Path:
     (data / "test_data.jsonl").write_text("".join(lines[:20]), encoding="utf-8")
     run = data / "run"
     prepare("redial", data, run)
-    kg.build(run)
+    kg.build(run, cfcrs=shared_data.parent / "clients" / "cfcrs-kg")
     return run
 
 
