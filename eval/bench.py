@@ -3,7 +3,8 @@
 - retrieve: gold recall@K of the default retrieval on a real dataset (per split).
 - score: pairs/s of the local judge, naive (one forward per pair) vs prefix reuse, side by side in one process,
   and the share of the CPU's measured bf16 matmul peak the reuse path reaches.
-- judge: judge-quality proxies (AUC gold vs retrieved non-gold, gold vs random) for each offline model.
+- judge: the judge table of `eval.judge_quality` (AUCs on real test turns, agreement with held-out teacher pairs,
+  pairs/s) for untrained SmolLM2, MiniLM cosine and each `--judge` (e.g. `cross-encoder:outputs/students/ce`).
 """
 
 from __future__ import annotations
@@ -32,16 +33,23 @@ def bench_retrieve(args: argparse.Namespace) -> dict:
 
 
 def bench_judge(args: argparse.Namespace) -> list[dict]:
-    from augment.llm import make_backend
-    from eval.judge_quality import judge_quality
+    """The README's judge table: untrained SmolLM2, MiniLM cosine, and every `--judge` given (e.g. students)."""
+    from eval.judge_quality import evaluate_judge, make_judge, markdown_table
 
-    run = prepared_run(args.data_dir, args.run)
+    run = args.judge_run or prepared_run(args.data_dir, args.run)
+    teacher = args.teacher or (run / "teacher" if (run / "teacher" / "teacher.parquet").exists() else None)
+    heldout = None
+    if args.heldout_from:
+        heldout = json.loads((args.heldout_from / "judge_summary.json").read_text())["heldout_dialogues"]
     rows = []
-    for model, chat in (("smollm2-135m-instruct", True), ("gemma3-270m", False)):
-        backend = make_backend("local", model, chat=chat)
-        rows.append(judge_quality(run, backend, args.turns, args.negatives))
-        backend.close()
-        print(json.dumps(rows[-1]), flush=True)
+    for spec in ["local:smollm2-135m-instruct", "cosine", *(args.judge or [])]:
+        judge = make_judge(spec)
+        try:
+            rows.append(evaluate_judge(run, judge, args.turns, args.negatives, teacher_dir=teacher, heldout=heldout))
+        finally:
+            judge.close()
+        print(json.dumps(runs.json_safe(rows[-1])), flush=True)
+    print(markdown_table(rows))
     return rows
 
 
@@ -61,8 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("what", choices=("retrieve", "score", "judge"))
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA, help="real ReDial files")
     p.add_argument("--run", type=Path, default=Path("outputs/bench-redial"))
-    p.add_argument("--turns", type=int, default=40, help="judge: test turns with gold labels")
-    p.add_argument("--negatives", type=int, default=10, help="judge: retrieved and random negatives per turn")
+    p.add_argument("--turns", type=int, default=200, help="judge: test turns with gold labels (default 200)")
+    p.add_argument("--negatives", type=int, default=10, help="judge: negatives of each kind per turn (default 10)")
+    p.add_argument("--judge", action="append", help="judge: another judge spec to add (repeatable)")
+    p.add_argument("--judge-run", type=Path, help="judge: an existing run with candidates (default: prepare --run)")
+    p.add_argument("--teacher", type=Path, help="judge: teacher stage for the agreement columns (default RUN/teacher)")
+    p.add_argument("--heldout-from", type=Path, help="judge: student folder whose held-out dialogues to use")
     p.add_argument("--model", default="smollm2-135m-instruct", help="score: the local model")
     p.add_argument("--turns-score", type=int, default=2, help="score: prompt groups (turns)")
     p.add_argument("--candidates", type=int, default=50, help="score: candidates per turn")

