@@ -134,7 +134,7 @@ def evaluate(rankings: Sequence[Sequence[str]], golds: Sequence[Sequence[str]], 
     filtered = [filter_mentioned(r, m, depth) for r, m in zip(rankings, mentioned, strict=True)]
     unfiltered = [list(r[:depth]) for r in rankings]
     tail = tail_items(catalog, counts, tail_max)
-    out: dict[str, object] = {"pairs": sum(len(g) for g in golds), "turns": len(golds)}
+    out: dict[str, object] = {"pairs": sum(len(g) for g in golds), "turns": len(golds), "items": len(catalog)}
     out.update(ranking_metrics(gold_ranks(filtered, golds), ks))
     out.update(ranking_metrics(gold_ranks(unfiltered, golds), ks, prefix="unfiltered_"))
     for k in ks:
