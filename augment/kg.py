@@ -120,7 +120,7 @@ class Linker:
             if kind == "person" and len(key) >= MIN_PERSON_WORDS:
                 self.phrases.setdefault(key, entity)
             elif kind == "genre" and name not in AMBIGUOUS_GENRES and key:
-                for form in {key, key[:-1] + (plural(key[-1]),)}:
+                for form in (key, key[:-1] + (plural(key[-1]),)):
                     self.phrases.setdefault(form, entity)
         genre_ids = {name: e for e, (name, kind) in enumerate(zip(graph.names, graph.kinds)) if kind == "genre"}
         for alias, genre in GENRE_ALIASES.items():
@@ -187,10 +187,10 @@ def utterance_movies(rows: Sequence[Mapping[str, Any]], titles: Mapping[str, str
     return movies
 
 
-def link_dialogue(rows: Sequence[Mapping[str, Any]], graph: Graph, linker: Linker,
+def link_dialogue(rows: Sequence[Mapping[str, Any]], entity: Mapping[str, int], linker: Linker,
                   titles: Mapping[str, str]) -> list[dict[str, Any]]:
-    """One row per utterance of a dialogue: its role, movie entities and attribute entities."""
-    entity = graph.entity_of_item
+    """One row per utterance of a dialogue: its role, movie entities and attribute entities (`entity`: the entity
+    id of each item)."""
     last = rows[-1]
     utterances = list(last["context"]) + [{"role": "recommender", "text": last["response"]}]
     movies = utterance_movies(rows, titles)
@@ -237,9 +237,9 @@ def link_turns(turns: Sequence[Mapping[str, Any]], items: Sequence[Mapping[str, 
     """Utterance rows of every dialogue, and each turn's context entities."""
     linker = Linker(graph)
     titles = {item["item_id"]: display_title(item) for item in items}
-    utterance_rows, turn_rows = [], []
+    entity, utterance_rows, turn_rows = graph.entity_of_item, [], []
     for rows in dialogues(turns).values():
-        linked = link_dialogue(rows, graph, linker, titles)
+        linked = link_dialogue(rows, entity, linker, titles)
         utterance_rows += linked
         turn_rows += [{"turn_uid": t["turn_uid"], "context_entities": context_entities(linked, t["turn_id"])}
                       for t in rows]
