@@ -33,13 +33,15 @@ def _parse(path: Path, dataset: str) -> dict[str, Any]:
     try:
         text = raw.decode("utf-8").removeprefix(BOM)
     except UnicodeDecodeError as error:
-        raise BadInput(f"{path}: non-UTF-8 bytes (byte {error.start}) — {_fix(dataset, path)}") from None
+        cut = ", the file ends inside a character: truncated" if error.end >= len(raw) else ""
+        raise BadInput(f"{path}: non-UTF-8 bytes (byte {error.start}{cut}) — {_fix(dataset, path)}") from None
     if not text.strip():
         raise BadInput(f"{path}: empty file (0 metadata entries) — {_fix(dataset, path)}")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:
-        cut = " — the file ends early: truncated" if error.pos >= len(text.rstrip()) else ""
+        at_end = error.pos >= len(text.rstrip()) or error.msg.startswith("Unterminated string")
+        cut = " — the file ends early: truncated" if at_end else ""
         raise BadInput(f"{path}:{error.lineno}:{error.colno}: malformed JSON ({error.msg}, char {error.pos} of "
                        f"{len(text)}{cut}) — {_fix(dataset, path)}") from None
     if not isinstance(data, dict):

@@ -136,8 +136,8 @@ def prepare(dataset: str, data_dir: Path | None, run: Path, on_error: str = "rai
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {DATASETS}")
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir(dataset)
     problems = Problems(on_error)
-    check_output_dir(run, STAGES)
     check_data_dir(dataset, data_dir)
+    check_output_dir(run, STAGES)
     params = {"dataset": dataset, "data_dir": str(data_dir.resolve()), "on_error": on_error}
     inputs = input_files(dataset, data_dir)
     stage = runs.Stage(run, "turns", params, files=inputs)
