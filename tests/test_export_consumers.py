@@ -38,19 +38,26 @@ def fresh_import(root: Path, *modules: str) -> list:
     return [importlib.import_module(m) for m in modules]
 
 
-@pytest.fixture(scope="module")
-def crslab(scored_run, tmp_path_factory):
-    """CRSLab's ReDialDataset on the export, built once for the module; its download must never be called."""
-    checkout = tmp_path_factory.mktemp("CRSLab")
+def crslab_on_export(run: Path, checkout: Path):
+    """A fresh CRSLab copy in `checkout`, the run exported into its data/dataset/redial/nltk/ as the README says, and
+    CRSLab's ReDialDataset built on it with its download function recording any call (there must be none)."""
     shutil.copytree(CLIENTS / "crslab" / "crslab", checkout / "crslab")
     out = checkout / "data" / "dataset" / "redial" / "nltk"
-    assert export_main(["--run", str(scored_run), "--format", "crslab", "--out", str(out)]) == 0
+    assert export_main(["--run", str(run), "--format", "crslab", "--out", str(out)]) == 0
     download, dataset_module = fresh_import(checkout, "crslab.download", "crslab.data.dataset.redial.redial")
     calls = []
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(download.DownloadableFile, "download_file", lambda self, dpath: calls.append(dpath))
         dataset = dataset_module.ReDialDataset({}, "nltk")
     assert calls == [] and Path(dataset.dpath) == out
+    return dataset, out
+
+
+@pytest.fixture(scope="module")
+def crslab(scored_run, tmp_path_factory):
+    """CRSLab's ReDialDataset on the scored run's export, built once for the module."""
+    checkout = tmp_path_factory.mktemp("CRSLab")
+    dataset, out = crslab_on_export(scored_run, checkout)
     yield {"dataset": dataset, "out": out, "checkout": checkout}
     sys.path.remove(str(checkout))
 
@@ -206,17 +213,9 @@ def test_crslab_reads_an_inspired_export_with_its_graph(shared_data, tmp_path):
 
     run = tmp_path / "run"
     prepare("inspired", shared_data / "inspired", run)
-    checkout = tmp_path / "CRSLab"
-    shutil.copytree(CLIENTS / "crslab" / "crslab", checkout / "crslab")
-    out = checkout / "data" / "dataset" / "redial" / "nltk"
-    assert export_main(["--run", str(run), "--format", "crslab", "--out", str(out)]) == 0
-    download, dataset_module = fresh_import(checkout, "crslab.download", "crslab.data.dataset.redial.redial")
-    calls = []
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(download.DownloadableFile, "download_file", lambda self, dpath: calls.append(dpath))
-        dataset = dataset_module.ReDialDataset({}, "nltk")
-    sys.path.remove(str(checkout))
-    assert calls == [] and dataset.valid_data and dataset.test_data and not dataset.train_data
+    dataset, _ = crslab_on_export(run, tmp_path / "CRSLab")
+    sys.path.remove(str(tmp_path / "CRSLab"))
+    assert dataset.valid_data and dataset.test_data and not dataset.train_data
     assert dataset.side_data["entity_kg"]["n_relation"] >= 3  # genre, star, director (INSPIRED has no writers)
     targets = [i for s in dataset.test_data if s["role"] == "Recommender" for i in s["items"]]
     assert set(targets) <= set(dataset.side_data["item_entity_ids"]) and targets
