@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import importlib.util
 import json
 import math
 import os
@@ -106,6 +107,8 @@ def prepare(args: argparse.Namespace, client_options: Mapping[str, Any]) -> tupl
                          "(that backend runs in this process: use --runner local)")
     if not args.model:
         raise ValueError(f"--model is required with --backend {args.backend}")
+    if importlib.util.find_spec("ray") is None:
+        raise ValueError(MISSING_RAY)
     common = dict(backend=args.backend, model=args.model, chat=args.chat, address=args.ray_address,
                   workers=args.ray_workers, tensor_parallel=args.tensor_parallel)
     if args.backend == "vllm":
@@ -156,14 +159,15 @@ class RaySession:
         self.started = False
 
     def __enter__(self) -> Any:
-        try:
-            import ray
-        except ImportError as exc:
-            raise ImportError(MISSING_RAY) from exc
+        import ray
+
         if not ray.is_initialized():
             secret = {k: os.environ[k] for k in ("OPENAI_API_KEY",) if k in os.environ}
-            ray.init(address=self.settings.address, include_dashboard=False, log_to_driver=False,
-                     runtime_env={"env_vars": secret} if secret else None)
+            try:
+                ray.init(address=self.settings.address, include_dashboard=False, log_to_driver=False,
+                         runtime_env={"env_vars": secret} if secret else None)
+            except ConnectionError as exc:
+                raise ValueError(f"--ray-address {self.settings.address}: {exc}") from None
             self.started = True
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # the runner draws one bar for the whole stage
