@@ -159,7 +159,7 @@ def test_export_is_rebuilt_when_the_run_changes_and_refused_with_other_params(sc
             (run / stage / path.name).write_bytes(path.read_bytes())
     out = tmp_path / "out"
     first = export(run, "unicrs", out)
-    assert export(run, "unicrs", out) == first and "up to date" in capsys.readouterr().out
+    assert export(run, "unicrs", out) == first and "already done" in capsys.readouterr().out
     labels = read_rows(run / "labels" / "labels.parquet")
     from augment.runs import write_rows
 

@@ -77,25 +77,6 @@ def load_bundle(run: Path, fmt: str, valid_fraction: float) -> Bundle:
     return Bundle(turns, items, kg.load(run), valid)
 
 
-def up_to_date(out: Path, params: dict[str, Any], built_from: dict[str, Any], force: bool) -> dict[str, Any] | None:
-    """The previous export's summary when it is current; None when (re)building. Other params are an error."""
-    previous = runs.read_summary(out.parent, out.name)
-    if previous is None or force:
-        return None
-    if previous.get("params") != params:
-        changed = sorted(k for k in set(previous.get("params", {})) | set(params)
-                         if previous.get("params", {}).get(k) != params.get(k))
-        raise runs.StageMismatch(f"{out} holds an export made with other parameters ({', '.join(changed)}): "
-                                 "choose another --out, or --force to replace it")
-    before = (previous.get("built_from") or {}).get("stages", {})
-    changed = [s for s in sorted(set(before) | set(built_from["stages"])) if before.get(s) != built_from["stages"].get(s)]
-    if not changed:
-        print(f"[export] {out} is up to date with the run (use --force to rewrite it)")
-        return previous
-    print(f"[export] rebuilding {out}: {', '.join(changed)} changed in the run since it was exported")
-    return None
-
-
 def remove_previous(out: Path) -> None:
     previous = runs.read_summary(out.parent, out.name) or {}
     for name in previous.get("files", []):
@@ -115,19 +96,17 @@ def export(run: Path, fmt: str, out: Path, valid_fraction: float = DEFAULT_VALID
         kg.build(run)
     params = {"format": fmt, "run": str(run.resolve()),
               "valid_fraction": valid_fraction if fmt in GRAPH_FORMATS else None}
-    reads = READS if fmt in GRAPH_FORMATS else tuple(s for s in READS if s != "kg")
-    built_from = {"stages": {stage: runs.artifact_fingerprint(run, stage) for stage in reads}}
-    current = up_to_date(out, params, built_from, force)
-    if current is not None:
-        return current
+    reads = tuple(s for s in READS if (s != "kg" or fmt in GRAPH_FORMATS)
+                  and (s != "labels" or runs.read_summary(run, s) is not None))  # a run may have no labels yet
+    stage = runs.Stage(run, "export", params, reads=reads, folder=runs.check_output_dir(out))
+    if not stage.needed(force):
+        return stage.summary()
     out.mkdir(parents=True, exist_ok=True)
     remove_previous(out)
     bundle = load_bundle(run, fmt, valid_fraction)
     paths, details = FORMATS[fmt](bundle, out)
-    summary = {"format": fmt, "files": sorted(p.name for p in paths), "valid": bundle.valid,
-               "splits": split_counts(bundle), **details, "params": params, "built_from": built_from}
-    runs.write_summary(out.parent, out.name, summary)
-    return runs.read_summary(out.parent, out.name)
+    return stage.finish({"format": fmt, "files": sorted(p.name for p in paths), "valid": bundle.valid,
+                         "splits": split_counts(bundle), **details})
 
 
 FORMATS: dict[str, Callable[[Bundle, Path], tuple[list[Path], dict[str, Any]]]] = {
