@@ -15,14 +15,16 @@ import sys
 from pathlib import Path
 
 from augment import runs
-from augment.data.prepare import prepare
-from augment.retrieve import retrieve
+from eval import bench_gpu, bench_ray
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "redial"
 
 
 def prepared_run(data_dir: Path, run: Path) -> Path:
     """A run with turns, items and top-100 candidates (no-ops when already built)."""
+    from augment.data.prepare import prepare
+    from augment.retrieve import retrieve
+
     prepare("redial", data_dir, run)
     retrieve(run, top_k=100)
     return run
@@ -54,9 +56,11 @@ def bench_judge(args: argparse.Namespace) -> list[dict]:
 
 
 def bench_score(args: argparse.Namespace) -> dict:
+    if args.shape:
+        return bench_gpu.bench_shape(args)
     from eval.bench_local import bench_score_local, cpu_bf16_matmul_peak, cpu_matmul_peak
 
-    result = bench_score_local(args.model, args.turns_score, args.candidates, threads=args.threads)
+    result = bench_score_local(args.model, args.turns_score or 2, args.candidates, threads=args.threads)
     result["fp32_peak_flops_per_s"] = cpu_matmul_peak("float32")
     result["bf16_peak_flops_per_s"] = cpu_bf16_matmul_peak()
     for path in ("naive", "reuse"):
@@ -66,7 +70,7 @@ def bench_score(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m eval.bench", description=__doc__)
-    p.add_argument("what", choices=("retrieve", "score", "judge"))
+    p.add_argument("what", choices=("retrieve", "score", "judge", "ray"))
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA, help="real ReDial files")
     p.add_argument("--run", type=Path, default=Path("outputs/bench-redial"))
     p.add_argument("--turns", type=int, default=200, help="judge: test turns with gold labels (default 200)")
@@ -76,11 +80,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--teacher", type=Path, help="judge: teacher stage for the agreement columns (default RUN/teacher)")
     p.add_argument("--heldout-from", type=Path, help="judge: student folder whose held-out dialogues to use")
     p.add_argument("--model", default="smollm2-135m-instruct", help="score: the local model")
-    p.add_argument("--turns-score", type=int, default=2, help="score: prompt groups (turns)")
+    p.add_argument("--turns-score", type=int, default=None,
+                   help="score: prompt groups (turns); default 2, or 8 with a Gemma-2 --shape")
     p.add_argument("--candidates", type=int, default=50, help="score: candidates per turn")
     p.add_argument("--threads", type=int, default=1, help="score: torch threads")
+    bench_gpu.add_arguments(p)
+    bench_ray.add_arguments(p)
     args = p.parse_args(argv)
-    result = {"retrieve": bench_retrieve, "score": bench_score, "judge": bench_judge}[args.what](args)
+    benches = {"retrieve": bench_retrieve, "score": bench_score, "judge": bench_judge, "ray": bench_ray.bench_ray}
+    result = benches[args.what](args)
     print(json.dumps(result, indent=2, default=str))
     return 0
 

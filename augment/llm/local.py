@@ -93,6 +93,98 @@ def digit_token_ids(tokenizer: Any) -> dict[int, str]:
     return ids
 
 
+class PrefixScorer:
+    """The scoring core, tokenizer-free: token ids in, log-probabilities of a few vocabulary ids out.
+
+    For each prompt it returns the full-vocabulary log-softmax at the prompt's last position, read at `token_ids`
+    (for the judge: the rubric digits). `score(seqs, prefix_reuse=True)` groups the prompts by shared prefix and
+    scores each group over one key/value cache; `prefix_reuse=False` runs one full forward per prompt, the
+    reference. Tensors go to the model's device, so the same code runs a CPU model or a GPU one (`eval.bench_gpu`
+    drives it on a model built from a config). A failure is returned in place of the rows it hit, never raised.
+    """
+
+    def __init__(self, lm: Any, token_ids: Sequence[int], pad_id: int = 0, batch_size: int = 8) -> None:
+        self.lm = lm
+        self.batch_size = batch_size
+        self.pad_id = pad_id
+        self.device = next(lm.parameters()).device
+        self.token_ids = torch.tensor(list(token_ids), device=self.device)
+
+    def score(self, seqs: Sequence[Sequence[int]], prefix_reuse: bool = True) -> list[list[float] | Exception]:
+        """One row (or the exception that hit it) per sequence, in order."""
+        if not prefix_reuse:
+            return [self._guard(lambda: [self.naive(seq)], 1)[0] for seq in seqs]
+        results: list[list[float] | Exception | None] = [None] * len(seqs)
+        for group in group_by_prefix(seqs):
+            rows = self._guard(lambda: self.group([seqs[i] for i in group.members], group.shared), len(group.members))
+            for index, row in zip(group.members, rows):
+                results[index] = row
+        return results
+
+    @staticmethod
+    def _guard(work: Any, n: int) -> list[Any]:
+        try:
+            return work()
+        except Exception as exc:  # the Backend contract: a failure is a value
+            return [exc] * n
+
+    def naive(self, seq: Sequence[int]) -> list[float]:
+        """The reference: one forward over the whole prompt, no cache, the model's own last-position logits."""
+        with torch.inference_mode():
+            ids = torch.tensor([list(seq)], device=self.device)
+            logits = self.lm(input_ids=ids, use_cache=False, logits_to_keep=1).logits[:, -1]
+            return torch.log_softmax(logits.float(), dim=-1)[0, self.token_ids].tolist()
+
+    def group(self, seqs: Sequence[Sequence[int]], shared: int) -> list[list[float]]:
+        """Encode the group's prefix once, then its suffixes in mini-batches of similar length over that cache.
+
+        With `shared=0` this is a plain batched forward over the whole prompts (no reuse)."""
+        with torch.inference_mode():
+            cache = self._encode_prefix(list(seqs[0][:shared])) if shared else None
+            rows: list[list[float] | None] = [None] * len(seqs)
+            by_length = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+            for start in range(0, len(by_length), self.batch_size):
+                chunk = by_length[start : start + self.batch_size]
+                logprobs = self._score_suffixes(cache, shared, [list(seqs[i][shared:]) for i in chunk])
+                for index, row in zip(chunk, logprobs[:, self.token_ids].tolist()):
+                    rows[index] = row
+        return rows
+
+    def _encode_prefix(self, prefix: list[int]) -> Any:
+        """One forward over the shared prefix; only its key/value cache is kept (the logits are not needed)."""
+        ids = torch.tensor([prefix], device=self.device)
+        return self.lm(input_ids=ids, use_cache=True, logits_to_keep=1).past_key_values
+
+    def _score_suffixes(self, cache: Any, shared: int, suffixes: list[list[int]]) -> torch.Tensor:
+        """Log-softmax at each suffix's last real token, suffixes right-padded after the cached prefix.
+
+        Right padding keeps every real token at its true position (RoPE, and the sliding windows of Gemma-style
+        layers, count cache positions). The cache is deep-copied before being widened to the batch, because a
+        forward appends to it in place and the next mini-batch needs the bare prefix again. `logits_to_keep` as a
+        (batch, 1) tensor makes the model project only each row's answer position onto the vocabulary.
+        """
+        width = max(len(s) for s in suffixes)
+        input_ids = torch.full((len(suffixes), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(suffixes), shared + width), dtype=torch.long)
+        mask[:, :shared] = 1
+        for row, suffix in enumerate(suffixes):
+            input_ids[row, : len(suffix)] = torch.tensor(suffix)
+            mask[row, shared : shared + len(suffix)] = 1
+        last = torch.tensor([[len(s) - 1] for s in suffixes])
+        past = None
+        if cache is not None:
+            past = copy.deepcopy(cache)
+            past.batch_repeat_interleave(len(suffixes))
+        output = self.lm(
+            input_ids=input_ids.to(self.device),
+            attention_mask=mask.to(self.device),
+            past_key_values=past,
+            use_cache=past is not None,
+            logits_to_keep=last.to(self.device),
+        )
+        return torch.log_softmax(output.logits[:, 0].float(), dim=-1)
+
+
 class LocalBackend(Backend):
     """A causal LM loaded once with transformers, run on CPU under `torch.inference_mode()`.
 
@@ -126,14 +218,14 @@ class LocalBackend(Backend):
             raise ValueError(f"{model} has no chat template (a base model?): use chat=False to feed raw text")
         self.lm = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).eval()
         self._digits = digit_token_ids(self.tokenizer)
-        self._digit_index = torch.tensor(list(self._digits))
         self._pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        self.scorer = PrefixScorer(self.lm, list(self._digits), self._pad_id, batch_size)
 
     def params(self) -> Mapping[str, Any]:
         return {"chat": self.chat, "dtype": self.dtype}
 
     def close(self) -> None:
-        self.lm = None
+        self.lm = self.scorer = None
 
     def encode(self, prompts: Sequence[str]) -> list[list[int]]:
         """Token ids of each prompt as the model sees it (chat-templated with the assistant turn opened, or raw)."""
@@ -142,77 +234,15 @@ class LocalBackend(Backend):
     def score_digits(self, prompts: Sequence[str]) -> list[DigitScore]:
         if not prompts:
             return []
-        seqs = self.encode(prompts)
-        if not self.prefix_reuse:
-            return [self._naive_score(seq) for seq in seqs]
-        results: list[DigitScore | None] = [None] * len(seqs)
-        for group in group_by_prefix(seqs):
-            for index, score in zip(group.members, self._score_group([seqs[i] for i in group.members], group.shared)):
-                results[index] = score
-        return results
+        self.scorer.batch_size = self.batch_size
+        rows = self.scorer.score(self.encode(prompts), prefix_reuse=self.prefix_reuse)
+        return [self._digit_score(row) for row in rows]
 
-    def _naive_score(self, seq: list[int]) -> DigitScore:
-        """The reference: one forward over the whole prompt, no cache, the model's own last-position logits."""
-        try:
-            with torch.inference_mode():
-                logits = self.lm(input_ids=torch.tensor([seq]), use_cache=False, logits_to_keep=1).logits[:, -1]
-            return self._digit_score(torch.log_softmax(logits.float(), dim=-1)[0])
-        except Exception as exc:  # the Backend contract: a failure is a value
-            return DigitScore(None, error=f"{type(exc).__name__}: {exc}")
-
-    def _score_group(self, seqs: list[list[int]], shared: int) -> list[DigitScore]:
-        """Encode the group's prefix once, then its suffixes in mini-batches of similar length over that cache."""
-        try:
-            with torch.inference_mode():
-                cache = self._encode_prefix(seqs[0][:shared]) if shared else None
-                scores: list[DigitScore | None] = [None] * len(seqs)
-                by_length = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
-                for start in range(0, len(by_length), self.batch_size):
-                    chunk = by_length[start : start + self.batch_size]
-                    logprobs = self._score_suffixes(cache, shared, [seqs[i][shared:] for i in chunk])
-                    for index, row in zip(chunk, logprobs):
-                        scores[index] = self._digit_score(row)
-            return scores
-        except Exception as exc:  # the Backend contract: a failure is a value
-            return [DigitScore(None, error=f"{type(exc).__name__}: {exc}")] * len(seqs)
-
-    def _encode_prefix(self, prefix: list[int]) -> Any:
-        """One forward over the shared prefix; only its key/value cache is kept (the logits are not needed)."""
-        return self.lm(input_ids=torch.tensor([prefix]), use_cache=True, logits_to_keep=1).past_key_values
-
-    def _score_suffixes(self, cache: Any, shared: int, suffixes: list[list[int]]) -> torch.Tensor:
-        """Log-softmax at each suffix's last real token, suffixes right-padded after the cached prefix.
-
-        Right padding keeps every real token at its true position (RoPE, and the sliding windows of Gemma-style
-        layers, count cache positions). The cache is deep-copied before being widened to the batch, because a
-        forward appends to it in place and the next mini-batch needs the bare prefix again. `logits_to_keep` as a
-        (batch, 1) tensor makes the model project only each row's answer position onto the vocabulary.
-        """
-        width = max(len(s) for s in suffixes)
-        input_ids = torch.full((len(suffixes), width), self._pad_id, dtype=torch.long)
-        mask = torch.zeros((len(suffixes), shared + width), dtype=torch.long)
-        mask[:, :shared] = 1
-        for row, suffix in enumerate(suffixes):
-            input_ids[row, : len(suffix)] = torch.tensor(suffix)
-            mask[row, shared : shared + len(suffix)] = 1
-        last = torch.tensor([[len(s) - 1] for s in suffixes])
-        past = None
-        if cache is not None:
-            past = copy.deepcopy(cache)
-            past.batch_repeat_interleave(len(suffixes))
-        output = self.lm(
-            input_ids=input_ids,
-            attention_mask=mask,
-            past_key_values=past,
-            use_cache=past is not None,
-            logits_to_keep=last,
-        )
-        return torch.log_softmax(output.logits[:, 0].float(), dim=-1)
-
-    def _digit_score(self, logprobs: torch.Tensor) -> DigitScore:
-        """Renormalised P(0..4) from a full-vocabulary log-softmax row, with base.py's digit semantics."""
-        values = logprobs[self._digit_index].tolist()
-        probs = normalise_digit_probs(dict(zip(self._digits.values(), values)))
+    def _digit_score(self, row: list[float] | Exception) -> DigitScore:
+        """Renormalised P(0..4) from the digits' full-vocabulary log-probabilities, with base.py's semantics."""
+        if isinstance(row, Exception):
+            return DigitScore(None, error=f"{type(row).__name__}: {row}")
+        probs = normalise_digit_probs(dict(zip(self._digits.values(), row)))
         if probs is None:
             return DigitScore(None, error="no probability mass on the digit tokens 0-4")
         return DigitScore(probs)
