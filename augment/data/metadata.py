@@ -42,8 +42,8 @@ def _parse(path: Path, dataset: str) -> dict[str, Any]:
     except json.JSONDecodeError as error:
         at_end = error.pos >= len(text.rstrip()) or error.msg.startswith("Unterminated string")
         cut = " — the file ends early: truncated" if at_end else ""
-        raise BadInput(f"{path}:{error.lineno}:{error.colno}: malformed JSON ({error.msg}, char {error.pos} of "
-                       f"{len(text)}{cut}) — {_fix(dataset, path)}") from None
+        raise BadInput(f"{path}:{error.lineno}:{error.colno}: malformed JSON ({error.msg.removesuffix(' at')} at char "
+                       f"{error.pos} of {len(text)}{cut}) — {_fix(dataset, path)}") from None
     if not isinstance(data, dict):
         raise BadInput(f"{path}: malformed JSON (a {type(data).__name__}, expected an object keyed by item id) — "
                        f"{_fix(dataset, path)}")

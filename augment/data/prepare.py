@@ -8,7 +8,7 @@ file, and the next `prepare` rebuilds instead of answering "already done".
 
 from __future__ import annotations
 
-import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -53,7 +53,8 @@ def check_data_dir(dataset: str, data_dir: Path) -> None:
         raise FileNotFoundError(f"no split file of {dataset} in {data_dir}: expected {expected_files(dataset)}; {hint}")
     catalog = getattr(module, "CATALOG_FILE", None)
     if catalog and not (data_dir / catalog).is_file():
-        raise FileNotFoundError(f"{data_dir / catalog} not found: {dataset} needs its movie list to resolve @ids; {hint}")
+        raise FileNotFoundError(f"{data_dir / catalog} not found: {dataset} needs its movie list to resolve @ids; "
+                                f"get it with {get_hint(dataset, data_dir)}")
 
 
 def check_output_dir(run: Path, stages: tuple[str, ...] = ()) -> None:
@@ -126,8 +127,10 @@ def input_files(dataset: str, data_dir: Path) -> list[Path]:
 
 def _nothing_read(dataset: str, data_dir: Path, problems: Problems) -> BadInput:
     summary = problems.summary()
+    reasons = ", ".join(f"{count} {reason}" for reason, count in summary["skipped"].items())
+    example = f"; first: {summary['examples'][0]}" if summary["examples"] else ""
     return BadInput(f"no {dataset} conversation could be read from {data_dir}: {summary['skipped_total']} skipped "
-                    f"({summary['skipped']}), e.g. {summary['examples'][:1]}")
+                    f"({reasons}){example}")
 
 
 def prepare(dataset: str, data_dir: Path | None, run: Path, on_error: str = "raise", force: bool = False) -> dict[str, Any]:
@@ -146,9 +149,6 @@ def prepare(dataset: str, data_dir: Path | None, run: Path, on_error: str = "rai
     turns_by_split, items, counts, title_fixes, links = _load(dataset, data_dir, problems)
     if not any(c["conversations"] for c in counts.values()):
         raise _nothing_read(dataset, data_dir, problems)
-    if title_fixes["titles_empty_fallback"]:
-        problems.warn(f"{title_fixes['titles_empty_fallback']} catalog names have no title: shown by their raw name "
-                      "(see title_fix_examples in items/summary.json)")
     item_summary = {
         "items": len(items),
         "items_without_metadata": sum(1 for item in items.values() if not item["has_metadata"]),
@@ -196,6 +196,6 @@ def print_summary(summary: dict[str, Any]) -> None:
     if summary["mention_links"]:
         print(f"  title links of mentions: {', '.join(f'{k} {v:,d}' for k, v in summary['mention_links'].items())}")
     for warning in summary["warnings"]:
-        print(f"  warning: {warning}")
+        print(f"warning: {warning}", file=sys.stderr)
     if summary["skipped_total"]:
         print(f"  skipped {summary['skipped_total']} records: {summary['skipped']}")

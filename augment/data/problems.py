@@ -5,12 +5,11 @@ with its location, so nothing is silently lost; with `--on-error skip` the offen
 reason and a few examples are kept for the stage summary. A problem with a whole file (empty, unreadable header,
 damaged metadata) is an error in both modes: skipping it would silently drop everything the file holds. Something
 the run can do without but the user must know about (a missing metadata file) is a warning: printed at once and
-recorded in the summary.
+recorded in the summary and printed with it.
 """
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -62,8 +61,7 @@ class Problems:
         raise BadInput(f"{located(where, reason, detail)} — {fix} (a whole file is never skipped)")
 
     def warn(self, message: str) -> None:
-        """Something missing that the run can do without: said now, and kept for the summary."""
-        print(f"warning: {message}", file=sys.stderr)
+        """Something missing that the run can do without: kept for the summary, which prints it on stderr."""
         self.warnings.append(message)
 
     def summary(self) -> dict:

@@ -8,6 +8,7 @@ Worker ids are compared by value (`"123"` and `123` are one worker): some dumps 
 from __future__ import annotations
 
 import csv
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -59,8 +60,14 @@ def worker_id(value: Any) -> str | None:
     return None
 
 
+_JSON_TYPES = {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list", dict: "an object"}
+
+
 def _type_name(value: Any) -> str:
-    return "null" if value is None else f"a {type(value).__name__} ({str(value)[:20]})"
+    """How a JSON value is named in a message: 'null', 'a number (42)', 'a string ('hi')'."""
+    if value is None:
+        return "null"
+    return f"{_JSON_TYPES.get(type(value), type(value).__name__)} ({json.dumps(value)[:30]})"
 
 
 def _header(record: dict[str, Any]) -> Rejection | tuple[str, str, str | None]:
