@@ -59,6 +59,22 @@ def test_tiny_shape_paths_agree_in_float32(tiny_scorer):
         assert gap < 1e-4, (path, gap)
 
 
+def test_logits_fallback_for_older_transformers_gives_the_same_rows(tiny_scorer):
+    """transformers releases without per-row `logits_to_keep` (5.17, on the lent GPU machines) take the fallback:
+    every distinct answer position kept for all rows, each row's own picked; the rows must not change."""
+    if not tiny_scorer.per_row_logits:
+        pytest.skip("this transformers has no per-row logits_to_keep: only the fallback can run")
+    seqs = synthetic_turns(1, 7, context=100, candidate=20, vocab=TINY.vocab_size)[0]
+    assert len({len(s) for s in seqs}) > 2  # several answer positions per mini-batch
+    exact = run_path(tiny_scorer, seqs, "reuse")
+    try:
+        tiny_scorer.per_row_logits = False
+        fallback = run_path(tiny_scorer, seqs, "reuse")
+    finally:
+        tiny_scorer.per_row_logits = True
+    assert max(abs(x - y) for a, b in zip(exact, fallback) for x, y in zip(a, b)) < 1e-5
+
+
 def test_score_shape_end_to_end(capsys):
     args = ["score", "--shape", "tiny", "--device", "cpu", "--turns-score", "2", "--candidates", "4",
             "--context-tokens", "200", "--candidate-tokens", "20", "--gpus", "1,4"]

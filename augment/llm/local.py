@@ -93,6 +93,14 @@ def digit_token_ids(tokenizer: Any) -> dict[int, str]:
     return ids
 
 
+def supports_per_row_logits() -> bool:
+    """Whether this transformers keeps one position per row for a (batch, 1) `logits_to_keep` (its helper
+    `slice_logits_to_keep`, absent in 5.17); older 5.x releases index every row with the whole tensor."""
+    from transformers import modeling_utils
+
+    return hasattr(modeling_utils, "slice_logits_to_keep")
+
+
 class PrefixScorer:
     """The scoring core, tokenizer-free: token ids in, log-probabilities of a few vocabulary ids out.
 
@@ -109,6 +117,7 @@ class PrefixScorer:
         self.pad_id = pad_id
         self.device = next(lm.parameters()).device
         self.token_ids = torch.tensor(list(token_ids), device=self.device)
+        self.per_row_logits = supports_per_row_logits()
 
     def score(self, seqs: Sequence[Sequence[int]], prefix_reuse: bool = True) -> list[list[float] | Exception]:
         """One row (or the exception that hit it) per sequence, in order."""
@@ -161,7 +170,9 @@ class PrefixScorer:
         Right padding keeps every real token at its true position (RoPE, and the sliding windows of Gemma-style
         layers, count cache positions). The cache is deep-copied before being widened to the batch, because a
         forward appends to it in place and the next mini-batch needs the bare prefix again. `logits_to_keep` as a
-        (batch, 1) tensor makes the model project only each row's answer position onto the vocabulary.
+        (batch, 1) tensor makes the model project only each row's answer position onto the vocabulary; where
+        transformers cannot keep a position per row, the distinct answer positions are kept for every row and
+        each row's own is picked (a few more vocabulary projections, the same logits).
         """
         width = max(len(s) for s in suffixes)
         input_ids = torch.full((len(suffixes), width), self.pad_id, dtype=torch.long)
@@ -170,7 +181,9 @@ class PrefixScorer:
         for row, suffix in enumerate(suffixes):
             input_ids[row, : len(suffix)] = torch.tensor(suffix)
             mask[row, shared : shared + len(suffix)] = 1
-        last = torch.tensor([[len(s) - 1] for s in suffixes])
+        last = [len(s) - 1 for s in suffixes]
+        positions = sorted(set(last))
+        keep = torch.tensor([[p] for p in last]) if self.per_row_logits else torch.tensor(positions)
         past = None
         if cache is not None:
             past = copy.deepcopy(cache)
@@ -180,9 +193,12 @@ class PrefixScorer:
             attention_mask=mask.to(self.device),
             past_key_values=past,
             use_cache=past is not None,
-            logits_to_keep=last.to(self.device),
+            logits_to_keep=keep.to(self.device),
         )
-        return torch.log_softmax(output.logits[:, 0].float(), dim=-1)
+        column = [0] * len(last) if self.per_row_logits else [positions.index(p) for p in last]
+        rows = torch.arange(len(last), device=output.logits.device)
+        logits = output.logits[rows, torch.tensor(column, device=output.logits.device)]
+        return torch.log_softmax(logits.float(), dim=-1)
 
 
 class LocalBackend(Backend):
