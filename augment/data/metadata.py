@@ -27,7 +27,7 @@ def _fix(dataset: str, path: Path) -> str:
             " (items then have no genre, cast or plot)")
 
 
-def _parse(path: Path, dataset: str) -> dict[str, Any]:
+def parse_metadata_file(path: Path, dataset: str) -> dict[str, Any]:
     """The file's JSON object, or BadInput naming file, line, column and char offset."""
     raw = path.read_bytes()
     try:
@@ -75,7 +75,7 @@ def load_metadata(path: Path, dataset: str, problems: Problems, needs_name: bool
                       f"get it with {get_hint(dataset, path.parent)}")
         return {}
     entries = {}
-    for key, entry in _parse(path, dataset).items():
+    for key, entry in parse_metadata_file(path, dataset).items():
         problem = _entry_problem(entry, needs_name)
         if problem:
             problems.report(f"{path}: entry {key!r}", "malformed metadata entry", problem)

@@ -70,11 +70,15 @@ def _type_name(value: Any) -> str:
     return f"{_JSON_TYPES.get(type(value), type(value).__name__)} ({json.dumps(value)[:30]})"
 
 
+def _missing(record: dict[str, Any], keys: tuple[str, ...], prefix: str = "") -> Rejection | None:
+    missing = [key for key in keys if key not in record]
+    return Rejection("missing field", f"{prefix}{missing[0]}") if missing else None
+
+
 def _header(record: dict[str, Any]) -> Rejection | tuple[str, str, str | None]:
     """(conversation id, initiator, respondent) or why the record cannot be used."""
-    for key in ("conversationId", "initiatorWorkerId", "messages"):
-        if key not in record:
-            return Rejection("missing field", key)
+    if missing := _missing(record, ("conversationId", "initiatorWorkerId", "messages")):
+        return missing
     if not isinstance(record["conversationId"], (str, int)) or isinstance(record["conversationId"], bool):
         return Rejection("bad field type", f"conversationId is {_type_name(record['conversationId'])}")
     if not isinstance(record["messages"], list):
@@ -91,9 +95,8 @@ def _message(index: int, message: Any, initiator: str, respondent: str | None) -
     where = f"messages[{index}]"
     if not isinstance(message, dict):
         return Rejection("bad field type", f"{where} is {_type_name(message)}, expected an object")
-    for key in ("text", "senderWorkerId"):
-        if key not in message:
-            return Rejection("missing field", f"messages[].{key}")
+    if missing := _missing(message, ("text", "senderWorkerId"), "messages[]."):
+        return missing
     if not isinstance(message["text"], str):
         return Rejection("bad field type", f"{where}.text is {_type_name(message['text'])}, expected a string")
     sender = worker_id(message["senderWorkerId"])

@@ -14,6 +14,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from augment.data import redial
+from augment.data.metadata import parse_metadata_file
 
 SAMPLE_DIR = Path(str(files("augment.data").joinpath("sample")))
 
@@ -32,7 +33,7 @@ def write_redial_sample(
         rows = list(csv.reader(src))
     with open(dest / redial.CATALOG_FILE, "w", newline="", encoding="utf-8") as out:
         csv.writer(out, lineterminator="\n").writerows([rows[0], *(r for r in rows[1:] if r[0] in movie_ids)])
-    metadata = json.loads(Path(data_dir, redial.METADATA_FILE).read_text(encoding="utf-8"))
+    metadata = parse_metadata_file(Path(data_dir, redial.METADATA_FILE), "redial")
     kept = {k: v for k, v in metadata.items() if k in movie_ids}
     (dest / redial.METADATA_FILE).write_text(json.dumps(kept, ensure_ascii=False, indent=0), encoding="utf-8")
     return {"movies": len(movie_ids), "with_metadata": len(kept)}
