@@ -15,9 +15,8 @@ import time
 from pathlib import Path
 
 from augment import cli, runs
-from augment.data.prepare import DATASETS, prepare
+from augment.data.prepare import DATASETS, default_data_dir, prepare
 from augment.data.problems import ON_ERROR_CHOICES
-from augment.data.sample import SAMPLE_DIR
 from augment.embed import DEFAULT_EMBEDDER
 from augment.retrieve import retrieve
 from augment.score import add_judge_arguments, run_judge
@@ -35,7 +34,8 @@ def parser() -> argparse.ArgumentParser:
                               help="prepare [-> simulate] -> retrieve -> score -> labels, on the embedded sample or a dataset")
     run.add_argument("--dataset", choices=DATASETS, default="redial", help="dataset format of --data-dir (default redial)")
     run.add_argument("--data-dir", type=Path, default=None,
-                     help="folder with the raw dataset files (default: the embedded ReDial sample, 100 test conversations)")
+                     help="folder with the raw dataset files (default for redial: the embedded sample, 100 test conversations; "
+                          "required for inspired)")
     run.add_argument("--out", type=Path, default=None, help="run folder (default outputs/sample, or outputs/<dataset>)")
     run.add_argument("--on-error", choices=ON_ERROR_CHOICES, default="raise",
                      help="bad input records: raise = stop at the first with its file and line, skip = skip and count "
@@ -53,10 +53,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def run_pipeline(args: argparse.Namespace) -> None:
-    if args.data_dir is None and args.dataset != "redial":
-        raise ValueError(f"the embedded sample is ReDial; pass --data-dir with the {args.dataset} files "
-                         f"(get them with `python -m augment.data download --dataset {args.dataset} --dest data/{args.dataset}`)")
-    data_dir = args.data_dir or SAMPLE_DIR / args.dataset
+    data_dir = args.data_dir or default_data_dir(args.dataset)  # INSPIRED has no embedded sample: says what to do
     out = runs.check_output_dir(args.out or Path("outputs") / ("sample" if args.data_dir is None else args.dataset))
     started = time.perf_counter()
     prepared = prepare(args.dataset, data_dir, out, args.on_error, args.force)

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -35,7 +36,7 @@ def exit_code(action: Callable[[], object]) -> int:
     nothing succeeded exits 1."""
     try:
         action()
-    except (StageMismatch, ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as error:
+    except (StageMismatch, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)  # BadInput is a ValueError
         return 2
     except NothingSucceeded as error:
@@ -44,17 +45,27 @@ def exit_code(action: Callable[[], object]) -> int:
     return 0
 
 
-def check_output_dir(path: Path) -> Path:
-    """Refuse, before any work, an output location that is a file or cannot be written (one line, naming it)."""
-    path = Path(path)
-    existing = next((p for p in (path, *path.parents) if p.exists()), None)
-    if path.exists() and not path.is_dir():
-        raise NotADirectoryError(f"--out {path} is a file, not a folder: choose another --out")
-    if existing is not None and not existing.is_dir():
-        raise NotADirectoryError(f"--out {path}: {existing} is a file, not a folder: choose another --out")
-    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
-        raise PermissionError(f"--out {path}: {existing} is not writable: choose another --out or fix its permissions")
-    return path
+def check_output_dir(run: Path, stages: tuple[str, ...] = ()) -> Path:
+    """One-line error before any work when an output folder cannot be written: it (or a parent) is a file, it sits
+    in a read-only place, or one of `stages` is a file. Creates the folder; writes and removes a probe file (the
+    probe decides: permission bits do not stop root, a read-only mount does). Returns the folder."""
+    run = Path(run)
+    for path in (run, *run.parents):
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"--out {run}: {path} is a file, not a folder; choose another run folder")
+    for stage in stages:
+        if (run / stage).exists() and not (run / stage).is_dir():
+            raise ValueError(f"--out {run}: {run / stage} is a file where the {stage}/ stage folder goes; "
+                             "remove it or choose another run folder")
+    try:
+        run.mkdir(parents=True, exist_ok=True)
+        for folder in [run, *(run / s for s in stages if (run / s).is_dir())]:
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+                pass
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise ValueError(f"--out {run} cannot be written ({reason}); choose a writable run folder") from None
+    return run
 
 
 def stage_dir(run: Path, stage: str) -> Path:

@@ -107,7 +107,7 @@ def test_out_that_is_a_file_is_refused_before_any_work(tmp_path, capsys):
     target = tmp_path / "taken"
     target.write_text("not a folder")
     assert run_main(["run", "--out", str(target)]) == 2
-    assert f"--out {target} is a file" in capsys.readouterr().err
+    assert f"{target} is a file, not a folder" in capsys.readouterr().err
     assert target.read_text() == "not a folder"
 
 

@@ -9,7 +9,6 @@ file, and the next `prepare` rebuilds instead of answering "already done".
 from __future__ import annotations
 
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -55,30 +54,6 @@ def check_data_dir(dataset: str, data_dir: Path) -> None:
     if catalog and not (data_dir / catalog).is_file():
         raise FileNotFoundError(f"{data_dir / catalog} not found: {dataset} needs its movie list to resolve @ids; "
                                 f"get it with {get_hint(dataset, data_dir)}")
-
-
-def check_output_dir(run: Path, stages: tuple[str, ...] = ()) -> None:
-    """One-line error before any work when the run folder cannot be written: it (or a parent) is a file, it sits
-    in a read-only place, or one of `stages` is a file. Creates the folder; writes and removes a probe file.
-
-    runs-independent on purpose, so any stage can call it before loading data or models.
-    """
-    run = Path(run)
-    for path in (run, *run.parents):
-        if path.exists() and not path.is_dir():
-            raise ValueError(f"--out {run}: {path} is a file, not a folder; choose another run folder")
-    for stage in stages:
-        if (run / stage).exists() and not (run / stage).is_dir():
-            raise ValueError(f"--out {run}: {run / stage} is a file where the {stage}/ stage folder goes; "
-                             "remove it or choose another run folder")
-    try:
-        run.mkdir(parents=True, exist_ok=True)
-        for folder in [run, *(run / s for s in stages if (run / s).is_dir())]:
-            with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
-                pass
-    except OSError as error:
-        reason = error.strerror or type(error).__name__
-        raise ValueError(f"--out {run} cannot be written ({reason}); choose a writable run folder") from None
 
 
 def _splits(dataset: str, data_dir: Path, source: Any, problems: Problems) -> tuple[dict[str, list], dict[str, dict]]:
@@ -140,7 +115,7 @@ def prepare(dataset: str, data_dir: Path | None, run: Path, on_error: str = "rai
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir(dataset)
     problems = Problems(on_error)
     check_data_dir(dataset, data_dir)
-    check_output_dir(run, STAGES)
+    runs.check_output_dir(run, STAGES)
     params = {"dataset": dataset, "data_dir": str(data_dir.resolve()), "on_error": on_error}
     inputs = input_files(dataset, data_dir)
     stage = runs.Stage(run, "turns", params, files=inputs)
@@ -188,8 +163,10 @@ def print_summary(summary: dict[str, Any]) -> None:
             f"  {split:5s} {c['conversations']:6,d} conversations  {c['utterances']:7,d} utterances  "
             f"{c['recommendation_turns']:6,d} recommendation turns  {c['gold_labels']:6,d} gold labels"
         )
-    for split in summary["missing_splits"]:
-        print(f"  missing split: {split}")
+    if summary["missing_splits"]:
+        sample = Path(summary["params"]["data_dir"]) == (SAMPLE_DIR / "redial").resolve()
+        why = "expected: the embedded sample holds the test split only" if sample else "not in the data folder"
+        print(f"  splits not present ({why}): {', '.join(summary['missing_splits'])}")
     print(f"  items: {summary['items']:,d} ({summary['items_without_metadata']:,d} without metadata); titles: "
           f"{summary['titles_decoded']} decoded, {summary['titles_empty_fallback']} empty (raw name kept), "
           f"{summary['titles_disambiguated']} disambiguated")
