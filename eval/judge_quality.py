@@ -127,7 +127,7 @@ def make_judge(spec: str) -> BackendJudge | CosineJudge:
     return BackendJudge(make_backend(kind, model or None, **options))
 
 
-def test_pairs(run: Path, n_turns: int, n_negatives: int, split: str, seed: int) -> list[tuple[dict, str, str]]:
+def quality_pairs(run: Path, n_turns: int, n_negatives: int, split: str, seed: int) -> list[tuple[dict, str, str]]:
     """(turn, item_id, kind) for the first `n_turns` turns of `split` with gold labels, kinds as in KINDS."""
     all_turns = runs.read_rows(Path(run) / "turns" / "turns.parquet")
     items = runs.read_rows(Path(run) / "items" / "items.parquet")
@@ -169,7 +169,7 @@ def evaluate_judge(run: Path, judge: BackendJudge | CosineJudge, n_turns: int = 
     """The table row of one judge (see the module docstring)."""
     turns = {t["turn_uid"]: t for t in runs.read_rows(Path(run) / "turns" / "turns.parquet")}
     items = {i["item_id"]: i for i in runs.read_rows(Path(run) / "items" / "items.parquet")}
-    pairs = test_pairs(run, n_turns, n_negatives, split, seed)
+    pairs = quality_pairs(run, n_turns, n_negatives, split, seed)
     started = time.perf_counter()
     scores = judge.scores([(turn, items[item_id]) for turn, item_id, _ in pairs])
     seconds = time.perf_counter() - started
@@ -229,7 +229,7 @@ def heldout_of(student_dir: Path | None) -> list[str] | None:
     return json.loads((Path(student_dir) / "judge_summary.json").read_text())["heldout_dialogues"]
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m eval.judge_quality", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", type=Path, required=True, help="run with turns/, items/, candidates/ (test turns)")
@@ -244,7 +244,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-teacher-pairs", type=POSITIVE_INT, default=400, help="held-out teacher pairs (default 400)")
     p.add_argument("--split", default="test", help="split of the real turns (default test)")
     p.add_argument("--out", type=Path, help="also write the rows as JSON and the table as markdown here (.json)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     return runs.exit_code(lambda: report(args))
 
 

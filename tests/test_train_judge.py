@@ -84,6 +84,7 @@ def test_cross_encoder_student_learns_and_scores_through_its_backend(teacher, tm
     assert read_summary(run, "judgments")["params"]["backend"] == "cross-encoder"
 
 
+@pytest.mark.slow  # full fine-tuning of a 135M model: ~1-2 min on 2 free cores, far more on a loaded machine
 def test_causal_lm_student_learns_and_loads_in_the_local_backend(teacher, tmp_path):
     out = tmp_path / "causal"
     summary = trained(teacher, out, "--student", "causal-lm", "--max-steps", "4", "--batch-size", "2",

@@ -57,7 +57,7 @@ def predict(student: Any, examples: Sequence[Example], batch_size: int) -> torch
     out = []
     with torch.inference_mode():
         for start in range(0, len(examples), batch_size):
-            out.append(torch.softmax(student.logits(examples[start : start + batch_size]).float(), dim=-1))
+            out.append(torch.softmax(student.logits(examples[start : start + batch_size]).float(), dim=-1).cpu())
     student.net.train()
     return torch.cat(out) if out else torch.zeros((0, 5))
 
@@ -85,15 +85,15 @@ def save_checkpoint(out: Path, student: Any, optimizer: torch.optim.Optimizer, s
 
 
 def same_training(params: dict[str, Any]) -> dict[str, Any]:
-    """The parameters a resumed run must share with the checkpoint (time limits and threads may change)."""
-    return {key: value for key, value in params.items() if key not in ("max_minutes", "threads")}
+    """The parameters a resumed run must share with the checkpoint (time limits, threads, device may change)."""
+    return {key: value for key, value in params.items() if key not in ("max_minutes", "threads", "device")}
 
 
 def load_checkpoint(out: Path, student: Any, optimizer: torch.optim.Optimizer, params: dict[str, Any]) -> dict | None:
     path = out / CHECKPOINT / "state.pt"
     if not path.exists():
         return None
-    saved = torch.load(path, weights_only=False)
+    saved = torch.load(path, weights_only=False, map_location="cpu")
     if same_training(saved["state"]["params"]) != same_training(params):
         raise ValueError(f"{out} holds a checkpoint of another training (other parameters): choose another --out "
                          "or delete it")
@@ -108,6 +108,7 @@ def train(params: dict[str, Any]) -> dict[str, Any]:
     torch.manual_seed(params["seed"])
     torch.set_num_threads(params["threads"])
     student = make_student(params["student"], params["base"], chat=params["chat"], lora=params["lora"])
+    student.net.to(params["device"])
     examples = load_examples(Path(params["teacher"]), student.completion, params["context_window"])
     train_set, held = split_by_dialogue(examples, params["valid_fraction"], params["seed"])
     held = held[: params["max_valid"]]
@@ -116,7 +117,8 @@ def train(params: dict[str, Any]) -> dict[str, Any]:
     optimizer = torch.optim.AdamW(trainable, lr=params["lr"], weight_decay=0.01)
     out.mkdir(parents=True, exist_ok=True)
     state = load_checkpoint(out, student, optimizer, params) or {
-        "params": params, "step": 0, "train_curve": [], "valid_curve": [], "seconds": 0.0}
+        "step": 0, "train_curve": [], "valid_curve": [], "seconds": 0.0}
+    state["params"] = params  # a resumed run keeps its new time limit, threads and device
     if state["step"] == 0:
         state["valid_curve"].append({"step": 0, **heldout_metrics(predict(student, held, params["batch_size"]), held)})
     run_steps(student, optimizer, train_set, held, state, total, out)
@@ -139,7 +141,8 @@ def run_steps(student: Any, optimizer: torch.optim.Optimizer, train_set: Sequenc
             batch = [train_set[i] for i in batches(len(train_set), params["batch_size"], params["seed"], step)]
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(params["lr"], step, total)
-            loss = kl_loss(student.logits(batch), targets(batch))
+            logits = student.logits(batch)
+            loss = kl_loss(logits, targets(batch).to(logits.device))
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(student.net.parameters(), 1.0)
@@ -229,6 +232,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--context-window", type=NON_NEGATIVE_INT, default=10,
                    help="last N utterances in the prompt, as augment.score's default (default 10)")
     p.add_argument("--seed", type=NON_NEGATIVE_INT, default=0, help="split, order and head initialisation (default 0)")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda for a GPU (default cpu)")
     p.add_argument("--threads", type=POSITIVE_INT, default=2, help="torch threads (default 2)")
     p.add_argument("--no-chat", dest="chat", action="store_false", help="causal-lm: raw prompt (base models)")
     p.add_argument("--lora", action="store_true", help="causal-lm: LoRA adapters (peft), merged on save")

@@ -44,7 +44,7 @@ class CrossEncoderStudent:
 
     def logits(self, examples: Sequence[Example]) -> torch.Tensor:
         batch = encode_pairs(self.encoder.tokenizer, [split_score_prompt(e.prompt) for e in examples])
-        return self.net(**batch).logits
+        return self.net(**{key: value.to(self.net.device) for key, value in batch.items()}).logits
 
     def save(self, out: Path) -> None:
         self.encoder.save(str(out))
@@ -87,11 +87,13 @@ class CausalLMStudent:
             input_ids[row, : len(seq)] = torch.tensor(seq)
             mask[row, : len(seq)] = 1
         last = torch.tensor([[len(s) - 1] for s in seqs])
-        vocab = self.net(input_ids=input_ids, attention_mask=mask, use_cache=False, logits_to_keep=last).logits[:, 0]
-        picked = vocab.float()[:, self.digit_ids]
-        grouped = torch.full((len(seqs), len(DIGITS)), float("-inf"))
+        device = self.net.device
+        vocab = self.net(input_ids=input_ids.to(device), attention_mask=mask.to(device), use_cache=False,
+                         logits_to_keep=last.to(device)).logits[:, 0]
+        picked = vocab.float()[:, self.digit_ids.to(device)]
+        grouped = torch.full((len(seqs), len(DIGITS)), float("-inf"), device=device)
         for digit in range(len(DIGITS)):
-            columns = picked[:, self.digit_of == digit]
+            columns = picked[:, (self.digit_of == digit).to(device)]
             if columns.shape[1]:
                 grouped[:, digit] = torch.logsumexp(columns, dim=-1)
         return grouped
