@@ -1,8 +1,12 @@
-"""`python -m eval.bench retrieve|score|judge`: the numbers in the README, each printed with what produced it.
+"""`python -m eval.bench retrieve|score|judge|ray`: the numbers in the README, each printed with what produced it.
 
 - retrieve: gold recall@K of the default retrieval on a real dataset (per split).
 - score: pairs/s of the local judge, naive (one forward per pair) vs prefix reuse, side by side in one process,
-  and the share of the CPU's measured bf16 matmul peak the reuse path reaches.
+  and the share of the CPU's measured bf16 matmul peak the reuse path reaches. With `--shape gemma-2-9b` (2b, 27b;
+  tiny for CPU tests): the same scorer on a random-weight Gemma-2-shaped model, e.g. `--device cuda` in bf16, with
+  MFU and the projected time of a full ReDial pass (`eval.bench_gpu`).
+- ray: orchestration throughput of the score stage, local runner vs Ray runner, on loopback fake servers
+  (`eval.bench_ray`).
 - judge: the judge table of `eval.judge_quality` (AUCs on real test turns, agreement with held-out teacher pairs,
   pairs/s) for untrained SmolLM2, MiniLM cosine and each `--judge` (e.g. `cross-encoder:outputs/students/ce`).
 """

@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from augment.cli import POSITIVE_INT
-from augment.llm.local import PrefixScorer, group_by_prefix
+from augment.llm.local import PrefixScorer, group_by_prefix, supports_per_row_logits
 
 PATHS = ("naive", "batched", "reuse")
 DIGIT_IDS = (15, 16, 17, 18, 19)  # five vocabulary ids read as the answer digits (any ids: weights are random)
@@ -94,7 +94,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--context-tokens", type=POSITIVE_INT, default=300, help="score --shape: shared tokens per turn (default 300)")
     p.add_argument("--candidate-tokens", type=POSITIVE_INT, default=40,
                    help="score --shape: mean tokens per candidate, drawn from +-25%% around it (default 40)")
-    p.add_argument("--gpus", default="1,8,64", help="score --shape: device counts for the projection (default 1,8,64)")
+    p.add_argument("--gpus", type=device_counts, default=[1, 8, 64],
+                   help="score --shape: device counts for the projection, comma-separated (default 1,8,64)")
+
+
+def device_counts(text: str) -> list[int]:
+    """`--gpus 1,8,64`: positive whole numbers, checked at parse time."""
+    counts = [POSITIVE_INT(part) for part in text.split(",") if part.strip()]
+    if not counts:
+        raise argparse.ArgumentTypeError("give at least one device count, e.g. 1,8")
+    return counts
 
 
 @dataclass(frozen=True)
@@ -274,6 +283,7 @@ def report(args: argparse.Namespace, shape: Shape, device: torch.device, dtype: 
     result: dict[str, Any] = {
         "shape": args.shape, **asdict(shape), "device": name, "dtype": str(dtype).removeprefix("torch."),
         "torch": torch.__version__, "transformers": transformers.__version__,
+        "per_row_logits": supports_per_row_logits(),  # False: the scorer's fallback for older transformers
         "parameters": sum(p.numel() for p in model.parameters()), "turns": len(turns), "pairs": pairs,
         "candidates_per_turn": args.candidates, "context_tokens": args.context_tokens,
         "mean_prompt_tokens": sum(map(len, seqs)) / pairs, "batch_size": args.batch_size or args.candidates,
@@ -289,7 +299,7 @@ def report(args: argparse.Namespace, shape: Shape, device: torch.device, dtype: 
     result["reuse_over_naive"] = measured["seconds"]["naive"] / measured["seconds"]["reuse"]
     result["reuse_over_batched"] = measured["seconds"]["batched"] / measured["seconds"]["reuse"]
     result["max_prob_difference_vs_naive"] = measured["difference"]
-    gpus = [int(n) for n in str(args.gpus).split(",") if n.strip()]
+    gpus = args.gpus
     result["projected_hours"] = {path: projection(result[f"{path}_pairs_per_s"], gpus) for path in PATHS}
     print_table(result, gpus)
     return result
@@ -298,7 +308,8 @@ def report(args: argparse.Namespace, shape: Shape, device: torch.device, dtype: 
 def print_table(result: dict[str, Any], gpus: Sequence[int]) -> None:
     """The headline numbers for a person; the JSON that follows has them all."""
     print(f"{result['shape']} on {result['device']} ({result['dtype']}): {result['pairs']} pairs, "
-          f"{result['mean_prompt_tokens']:.0f} tokens each, {result['candidates_per_turn']} per turn")
+          f"{result['mean_prompt_tokens']:.0f} tokens each, {result['candidates_per_turn']} per turn; "
+          f"torch {result['torch']}, transformers {result['transformers']}")
     for path in PATHS:
         mfu = result[f"{path}_mfu"]
         print(f"  {path:8s} {result[f'{path}_pairs_per_s']:10.1f} pairs/s  {result[f'{path}_flops_per_s'] / 1e12:8.3g}"

@@ -92,6 +92,14 @@ def test_score_shape_end_to_end(capsys):
     assert "reuse / naive" in out
 
 
+@pytest.mark.parametrize("flag", [["--gpus", "0"], ["--gpus", "1,x"], ["--gpus", ","], ["--context-tokens", "0"],
+                                  ["--shape", "gemma-3"], ["--dtype", "float16"]])
+def test_bad_shape_flags_exit_2_at_parse_time(flag, capsys):
+    with pytest.raises(SystemExit) as stop:
+        bench.main(["score", "--shape", "tiny", *flag])
+    assert stop.value.code == 2 and "error:" in capsys.readouterr().err
+
+
 def test_forward_flops_by_hand():
     config = Gemma2Config(hidden_size=4, intermediate_size=8, num_hidden_layers=1, num_attention_heads=2,
                           num_key_value_heads=1, head_dim=2, vocab_size=10, layer_types=["full_attention"])
