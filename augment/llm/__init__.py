@@ -25,17 +25,19 @@ def make_backend(kind: str, model: str | None = None, **options: Any) -> Backend
     if kind == "openai":
         from augment.llm.openai_backend import OpenAIBackend
 
-        return OpenAIBackend(model=model, **options)
+        backend = OpenAIBackend(model=model, **options)
+        backend.check()  # an unreachable server or unknown model stops here, before any work is queued
+        return backend
     if kind == "vllm":
         from augment.llm.vllm_backend import VLLMBackend
 
         return VLLMBackend(model, **options)
-    raise ValueError(f"unknown backend {kind!r}; choose one of {BACKENDS}")
-
     if kind == "cross-encoder":
         from augment.llm.cross_encoder import CrossEncoderBackend
 
         return CrossEncoderBackend(model, **options)
+    raise ValueError(f"unknown backend {kind!r}; choose one of {BACKENDS}")
+
 
 def uses_raw_completion(backend: Backend) -> bool:
     """True when the backend feeds the prompt as raw text (no chat template): the prompt must cue the digit."""

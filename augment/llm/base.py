@@ -79,6 +79,10 @@ class Backend(ABC):
     def close(self) -> None:
         """Release connections or engines; a no-op for backends that hold none."""
 
+    def check(self) -> None:
+        """Fail fast, before any work is queued, when the model cannot answer (a server that is not there, a model
+        it does not serve); raises ValueError naming what to fix. A no-op for backends that load their model."""
+
 
 def normalise_digit_probs(token_logprobs: Mapping[str, float]) -> tuple[float, ...] | None:
     """Map top-token logprobs at the answer position to renormalised P(0..4).
