@@ -3,7 +3,7 @@
 prepare (raw files -> turns/ + items/) [-> simulate (simulated/)] -> retrieve (candidates/) -> score (judgments/)
 -> labels (labels/), all in one run folder. Each stage reads the previous stage's folder and writes its own, so a
 finished stage is skipped on a re-run, a stage whose inputs changed is rebuilt, and a killed run picks up where it
-stopped. On the embedded sample the judge scores a small slice (the first 8 turns x top-8 candidates) so that the
+stopped. On the embedded sample the judge scores a small slice (the first 12 turns x top-10 candidates) so that the
 whole pipeline shows in about 3 minutes on 2 CPU cores; pass --max-turns/--top-n (`all` for everything) for more.
 """
 
@@ -22,8 +22,8 @@ from augment.retrieve import retrieve
 from augment.score import add_judge_arguments, run_judge
 from augment.simulate import MODES, run_simulate
 
-# The embedded demo must show every stage within ~3 minutes on 2 CPU cores: 64 pairs at ~1 pair/s with SmolLM2.
-DEMO_SLICE = {"max_turns": 8, "top_n": 8}
+# The embedded demo must show every stage within ~3 minutes on 2 CPU cores: 120 pairs at ~3 pairs/s with SmolLM2.
+DEMO_SLICE = {"max_turns": 12, "top_n": 10}
 
 
 def parser() -> argparse.ArgumentParser:

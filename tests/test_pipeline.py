@@ -21,8 +21,10 @@ def test_run_on_embedded_sample(tmp_path):
     assert read_summary(out, "turns")["splits"]["test"]["conversations"] == 100
     assert read_summary(out, "candidates")["candidates"] == 50 * read_summary(out, "turns")["recommendation_turns"]
     judged = read_summary(out, "judgments")
-    assert judged["pairs"] == 20 * 10 and judged["failed"] == 0 and judged["params"]["model"] == "smollm2-135m-instruct"
-    assert read_summary(out, "labels")["turns"] == 20
+    assert judged["pairs"] == 12 * 10 and judged["failed"] == 0 and judged["params"]["model"] == "smollm2-135m-instruct"
+    assert read_summary(out, "labels")["turns"] == 12
+    assert "[run] done in" in first.stdout and "120 pairs judged (0 failed)" in first.stdout  # the closing summary
+    assert "nothing passes" in first.stdout  # the embedded judge never reaches 3.5: the run says why
     simulated = read_summary(out, "simulated")
     assert simulated["dialogues"] == simulated["items"] - simulated["skipped_total"] == 279  # one item has no metadata
     second = subprocess.run(command, capture_output=True, text=True, timeout=600)
