@@ -162,8 +162,11 @@ def group_by_turn(samples: Sequence[tuple[int, int]]) -> tuple[torch.Tensor, lis
     return torch.tensor(order, dtype=torch.long), [torch.tensor(by_turn[t], dtype=torch.long) for t in order]
 
 
+SELECT_METRICS = ("recall@1", "recall@10", "recall@50", "ndcg@10", "tail_recall@50")
+
+
 def pick(result: dict[str, Any]) -> dict[str, float]:
-    return {key: result[key] for key in ("recall@1", "recall@10", "recall@50", "ndcg@10", "tail_recall@50")}
+    return {key: result[key] for key in SELECT_METRICS}
 
 
 def stage1_samples(data: Data, config: Config, source: str) -> list[tuple[int, int]]:
@@ -277,7 +280,8 @@ def train_two_stage(data: Data, config: Config, force: bool = False) -> dict[str
 def config_from(args: argparse.Namespace) -> Config:
     return Config(alpha=args.alpha, baseline=args.baseline, labels=args.labels, similarity_top=args.similarity_top,
                   with_simulated=args.with_simulated, seed=args.seed, epochs=args.epochs, batch_size=args.batch_size,
-                  lr=args.lr, valid_share=args.valid_share, finetune_encoder=args.finetune_encoder)
+                  lr=args.lr, valid_share=args.valid_share, select_metric=args.select_metric,
+                  finetune_encoder=args.finetune_encoder)
 
 
 def print_result(summary: dict[str, Any], run: Path) -> None:
@@ -307,6 +311,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=POSITIVE_FLOAT, default=d.lr, help=f"AdamW learning rate (default {d.lr})")
     p.add_argument("--valid-share", type=float_in(0.0, 0.5, low_open=True), default=d.valid_share,
                    help=f"share of train dialogues held out for model selection (default {d.valid_share})")
+    p.add_argument("--select-metric", choices=SELECT_METRICS, default=d.select_metric,
+                   help=f"validation metric that picks the kept epoch (default {d.select_metric})")
     p.add_argument("--finetune-encoder", action="store_true", help="train the MiniLM encoder too (slow; default off)")
     p.add_argument("--threads", type=POSITIVE_INT, default=1,
                    help="torch threads (default 1: on a shared CPU more threads spin and run slower)")
