@@ -158,7 +158,7 @@ def write_experiment(stage: runs.Stage, data: Any, rows: dict[str, dict[str, Any
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m eval.experiment", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", type=Path, required=True, help="run folder with turns/, items/, candidates/ (and labels/)")
@@ -174,7 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=POSITIVE_INT, default=1,
                    help="torch threads (default 1: on a shared CPU more threads spin and run slower)")
     p.add_argument("--force", action="store_true", help="re-aggregate even when finished (trained stages are reused)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
 
     def action() -> None:
         import torch
