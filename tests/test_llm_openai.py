@@ -175,7 +175,7 @@ FAULTS = {
 }
 EXPECTED_ERRORS = {
     "server error always": "http 500 after 3 tries: boom",
-    "too slow always": "timeout after 3 tries",
+    "too slow always": "timeout to {url} (model fake-model) after 3 tries",  # names the server it could not get
     "no logprobs": "no logprobs in reply",
     "no digits": "no digit among top tokens: ['The', 'A', '\\n']",
 }
@@ -194,7 +194,7 @@ def test_every_prompt_ends_scored_or_failed_with_its_reason(server: FakeOpenAISe
     assert len(results) == len(prompts)
     errors = {p: r.error for p, r in zip(prompts, results) if not r.ok}
     assert errors.pop("malformed body").startswith("malformed reply: invalid JSON")
-    assert errors == EXPECTED_ERRORS
+    assert errors == {prompt: reason.format(url=server.base_url) for prompt, reason in EXPECTED_ERRORS.items()}
     for prompt, result in zip(prompts, results):
         if result.ok:
             assert result.probs == pytest.approx(digit_probs(prompt), abs=1e-12)
@@ -229,8 +229,9 @@ def test_unreachable_server_fails_with_connection_error() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    results = fast_backend(f"http://127.0.0.1:{port}/v1", max_retries=1).score_digits(["a", "b"])
-    assert [r.error for r in results] == ["connection error after 2 tries"] * 2
+    url = f"http://127.0.0.1:{port}/v1"
+    results = fast_backend(url, max_retries=1).score_digits(["a", "b"])
+    assert [r.error for r in results] == [f"connection error to {url} (model fake-model) after 2 tries"] * 2
 
 
 def test_concurrency_is_bounded(server: FakeOpenAIServer) -> None:
