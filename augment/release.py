@@ -20,7 +20,7 @@ import datasets
 import pyarrow as pa
 import yaml
 
-from augment import runs
+from augment import plots, runs
 from augment.data.records import ITEM_SCHEMA, SPLIT_NAMES, TURN_SCHEMA
 from augment.score import histogram, plot_histogram
 from augment.data.popularity import BUCKET_RULE, BUCKETS, bucket_of
@@ -164,14 +164,9 @@ def coverage(turns: Sequence[dict], items: Sequence[dict]) -> dict[str, dict[str
 
 
 def plot_coverage(cover: Mapping[str, Mapping[str, int]], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = list(cover)
     share = lambda key: [cover[n][key] / cover[n]["items"] if cover[n]["items"] else 0.0 for n in names]
-    figure, axis = plt.subplots(figsize=(6, 3.5))
+    figure, axis = plots.figure(figsize=(6, 3.5))
     x = range(len(names))
     axis.bar([i - 0.2 for i in x], share("gold"), width=0.4, label="gold (train)", color="#4c72b0")
     axis.bar([i + 0.2 for i in x], share("gold_plus_synthetic"), width=0.4, label="gold + synthetic", color="#55a868")
@@ -179,10 +174,7 @@ def plot_coverage(cover: Mapping[str, Mapping[str, int]], path: Path) -> Path:
     axis.set_ylabel("items with >= 1 train label")
     axis.set_title("Catalog coverage by popularity bucket")
     axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return plots.save(figure, path, dpi=120)
 
 
 def provenance(run: Path, judgments: Sequence[dict]) -> dict[str, Any]:

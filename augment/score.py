@@ -20,7 +20,7 @@ from typing import Any, Iterator, Sequence
 
 from tqdm import tqdm
 
-from augment import cli, runs
+from augment import cli, plots, runs
 from augment import ray_runner
 from augment.llm import BACKENDS, DEFAULT_LOCAL_JUDGE, make_backend, uses_raw_completion
 from augment.llm.base import Backend, DigitScore
@@ -104,22 +104,14 @@ def histogram(scores: Sequence[float]) -> dict[str, int]:
 
 
 def plot_histogram(scores: Sequence[float], threshold: float, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(6, 3.5))
+    figure, axis = plots.figure(figsize=(6, 3.5))
     axis.hist(scores, bins=HISTOGRAM_BINS, color="#4c72b0", edgecolor="white")
     axis.axvline(threshold, color="#c44e52", linestyle="--", label=f"threshold {threshold}")
     axis.set_xlabel("judge score (expected digit)")
     axis.set_ylabel("pairs")
     axis.set_title(f"Judge scores of {len(scores):,d} pairs")
     axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return plots.save(figure, path, dpi=120)
 
 
 def label(run: Path, threshold: float) -> dict[str, Any]:

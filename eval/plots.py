@@ -5,20 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from augment import plots
 
 
 def plot_curves(curves: Mapping[str, Sequence[Mapping[str, Any]]], path: Path, title: str) -> Path:
     """Training loss (left) and validation recall@10 (right) per epoch, one line per training phase."""
-    plt = _pyplot()
-    figure, (loss_axis, recall_axis) = plt.subplots(1, 2, figsize=(9, 3.5))
+    figure, (loss_axis, recall_axis) = plots.figure(1, 2, figsize=(9, 3.5))
     start = 0
     for phase, history in curves.items():
         epochs = [start + row["epoch"] for row in history]
@@ -34,20 +26,16 @@ def plot_curves(curves: Mapping[str, Sequence[Mapping[str, Any]]], path: Path, t
     loss_axis.legend()
     recall_axis.legend()
     figure.suptitle(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return plots.save(figure, path, dpi=110)
 
 
 def plot_bucket_recall(recall: Mapping[str, Mapping[str, float]], pairs: Mapping[str, int], path: Path,
                        title: str, k: int = 50) -> Path:
     """Grouped bars: recall@k per popularity bucket (x) for each method (colour); `recall[method][bucket]`."""
-    plt = _pyplot()
     buckets = [b for b in ("tail", "torso", "head") if b in pairs]
     methods = list(recall)
     width = 0.8 / max(len(methods), 1)
-    figure, axis = plt.subplots(figsize=(max(6, 1.2 * len(methods) + 3), 3.8))
+    figure, axis = plots.figure(figsize=(max(6, 1.2 * len(methods) + 3), 3.8))
     for m, method in enumerate(methods):
         xs = [b + (m - (len(methods) - 1) / 2) * width for b in range(len(buckets))]
         axis.bar(xs, [100 * recall[method].get(bucket, 0.0) for bucket in buckets], width, label=method)
@@ -55,7 +43,4 @@ def plot_bucket_recall(recall: Mapping[str, Mapping[str, float]], pairs: Mapping
     axis.set_ylabel(f"recall@{k} (%)")
     axis.set_title(title)
     axis.legend(fontsize=7, ncol=2)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return plots.save(figure, path, dpi=110)

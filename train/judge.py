@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import shutil
 import sys
@@ -24,7 +23,7 @@ from typing import Any, Sequence
 import torch
 from tqdm import tqdm
 
-from augment import runs
+from augment import plots, runs
 from augment.cli import NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, float_in
 from augment.llm.base import expected_score
 from train.judge_data import Example, kl_loss, load_examples, split_by_dialogue, targets
@@ -193,12 +192,7 @@ def finish(student: Any, train_set: Sequence[Example], held: Sequence[Example], 
 
 
 def plot_curves(summary: dict[str, Any], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(6, 3.5))
+    figure, axis = plots.figure(figsize=(6, 3.5))
     train_curve, valid_curve = summary["train_curve"], summary["valid_curve"]
     if train_curve:
         axis.plot([p["step"] for p in train_curve], [p["loss"] for p in train_curve], color="#4c72b0", alpha=0.5,
@@ -209,10 +203,7 @@ def plot_curves(summary: dict[str, Any], path: Path) -> Path:
     axis.set_ylabel("KL(teacher || student)")
     axis.set_title(f"{summary['student']} student ({summary['base']})")
     axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return plots.save(figure, path, dpi=120)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -30,7 +30,7 @@ from augment.cli import NON_NEGATIVE_FLOAT, POSITIVE_FLOAT, POSITIVE_INT, float_
 from augment.data.popularity import mention_counts
 from eval import metrics
 from train import labels as L
-from train.recommender import Contexts, TextEncoder, ThinRecommender, item_vectors, load_contexts, retrieval_settings, top_items
+from train.recommender import TextEncoder, ThinRecommender, item_vectors, load_contexts, retrieval_settings, top_items
 
 
 @dataclass(frozen=True)

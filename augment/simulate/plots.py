@@ -6,6 +6,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
+from augment import plots
 from augment.data.popularity import BUCKETS, bucket_of
 from augment.simulate.coverage import label_counts
 
@@ -14,14 +15,9 @@ def plot_labels_per_item(
     items: Sequence[dict], real_turns: Sequence[dict], sim_rows: Sequence[dict], path: Path
 ) -> Path:
     """Histogram of training labels per item, one panel per popularity bucket, real vs real + simulated."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     real, sim = label_counts(real_turns, "train"), label_counts(sim_rows, None)
     cap = 10
-    figure, axes = plt.subplots(1, len(BUCKETS), figsize=(12, 3.5), sharey=False)
+    figure, axes = plots.figure(1, len(BUCKETS), figsize=(12, 3.5), sharey=False)
     for axis, (name, low, high) in zip(axes, BUCKETS):
         members = [item["item_id"] for item in items if bucket_of(item["n_mentions"]) == name]
         before = Counter(min(real[i], cap) for i in members)
@@ -35,8 +31,5 @@ def plot_labels_per_item(
         axis.set_xlabel("training labels per item")
     axes[0].set_ylabel("items")
     axes[0].legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return plots.save(figure, path, dpi=110)
 
