@@ -10,6 +10,7 @@ reference the prefix-reuse path is tested and benchmarked against.
 from __future__ import annotations
 
 import copy
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -118,6 +119,9 @@ class PrefixScorer:
         self.device = next(lm.parameters()).device
         self.token_ids = torch.tensor(list(token_ids), device=self.device)
         self.per_row_logits = supports_per_row_logits()
+        # transformers 5.2x names the key/value cache `cache` (`past_key_values` is deprecated there, removed in
+        # 5.40); the 5.1x releases of the GPU images only know `past_key_values`. Use whichever the model takes.
+        self.cache_name = "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"
 
     def score(self, seqs: Sequence[Sequence[int]], prefix_reuse: bool = True) -> list[list[float] | Exception]:
         """One row (or the exception that hit it) per sequence, in order."""
@@ -162,7 +166,7 @@ class PrefixScorer:
     def _encode_prefix(self, prefix: list[int]) -> Any:
         """One forward over the shared prefix; only its key/value cache is kept (the logits are not needed)."""
         ids = torch.tensor([prefix], device=self.device)
-        return self.lm(input_ids=ids, use_cache=True, logits_to_keep=1).past_key_values
+        return getattr(self.lm(input_ids=ids, use_cache=True, logits_to_keep=1), self.cache_name)
 
     def _score_suffixes(self, cache: Any, shared: int, suffixes: list[list[int]]) -> torch.Tensor:
         """Log-softmax at each suffix's last real token, suffixes right-padded after the cached prefix.
@@ -191,8 +195,8 @@ class PrefixScorer:
         output = self.lm(
             input_ids=input_ids.to(self.device),
             attention_mask=mask.to(self.device),
-            past_key_values=past,
             use_cache=past is not None,
+            **{self.cache_name: past},
             logits_to_keep=keep.to(self.device),
         )
         column = [0] * len(last) if self.per_row_logits else [positions.index(p) for p in last]
