@@ -25,6 +25,9 @@ def test_run_on_embedded_sample(tmp_path):
     assert read_summary(out, "labels")["turns"] == 12
     assert "[run] done in" in first.stdout and "120 pairs judged (0 failed)" in first.stdout  # the closing summary
     assert "nothing passes" in first.stdout  # the embedded judge never reaches 3.5: the run says why
+    # the sample's absent train/valid splits are said to be expected, and no weight-loading bar clutters the output
+    assert "splits not present (expected: the embedded sample holds the test split only)" in first.stdout
+    assert "Loading weights" not in first.stdout + first.stderr and "deprecated" not in first.stderr
     simulated = read_summary(out, "simulated")
     assert simulated["dialogues"] == simulated["items"] - simulated["skipped_total"] == 279  # one item has no metadata
     second = subprocess.run(command, capture_output=True, text=True, timeout=600)
