@@ -16,7 +16,7 @@ from augment.data.sample import write_redial_sample
 from augment.retrieve import retrieve
 from train import labels as L
 from train import two_stage as T
-from train.recommender import ThinRecommender
+from train.recommender import Contexts, ThinRecommender
 
 CONVERSATIONS = 150
 
@@ -76,7 +76,7 @@ def test_no_test_or_validation_turn_reaches_training(data):
     poisoned = copy.copy(data)
     vectors = data.contexts.vectors.clone()
     vectors[data.indices("test")] = float("nan")
-    poisoned.contexts = T.Contexts(data.contexts.texts, vectors)
+    poisoned.contexts = Contexts(data.contexts.texts, vectors)
     model = T.make_model(poisoned, config)
     T.fit(model, poisoned, T.stage1_samples(poisoned, config, "similarity"), config, 1, T.ce_loss, "poisoned")
     assert all(torch.isfinite(p).all() for p in model.parameters())
