@@ -91,10 +91,12 @@ class VLLMKeys(Backend):
         return {"chat": self.chat, "dtype": self.dtype}
 
     def score_digits(self, prompts: Sequence[str]) -> list[DigitScore]:
-        raise NotImplementedError("scored by the Ray runner's vLLM engines")
+        """The Backend contract (a failure is a value): this object only names cache keys; the Ray runner's vLLM
+        engines do the scoring, so a direct call is answered with a failure per prompt."""
+        return [DigitScore(None, error="score through the Ray runner (--runner ray): its vLLM engines score")] * len(prompts)
 
     def generate(self, prompts: Sequence[str], *, max_tokens: int, temperature: float = 0.0, seed: int = 0) -> list[Generation]:
-        raise NotImplementedError("the Ray runner only scores")
+        return [Generation(None, error="the Ray runner only scores; generate with --backend vllm")] * len(prompts)
 
 
 def prepare(args: argparse.Namespace, client_options: Mapping[str, Any]) -> tuple[Backend, Runner]:
