@@ -305,7 +305,7 @@ def release(run: Path, out: Path | None = None, force: bool = False) -> Path:
     """Write the whole release locally (data, disk copy, card, plots); returns its folder. A release already
     built from the run's current stages is kept; one built from older stages is rebuilt."""
     out = runs.check_output_dir(Path(out or Path(run) / "release"))
-    optional = tuple(s for s in ("judgments", "labels", "simulated") if runs.read_summary(run, s) is not None)
+    optional = runs.finished(run, "judgments", "labels", "simulated")
     stage = runs.Stage(run, "release", {}, reads=("turns", "items", *optional), folder=out)
     if not stage.needed(force):
         return out

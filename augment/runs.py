@@ -79,6 +79,11 @@ def read_summary(run: Path, stage: str) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def finished(run: Path, *stages: str) -> tuple[str, ...]:
+    """Those of `stages` that have finished in the run: the optional inputs a stage reads when they are there."""
+    return tuple(stage for stage in stages if read_summary(run, stage) is not None)
+
+
 def require(run: Path, *stages: str) -> None:
     """Fail early, before any model is loaded, when a stage this one reads has not finished."""
     for stage in stages:

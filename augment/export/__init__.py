@@ -23,7 +23,6 @@ from augment.data.records import SPLIT_NAMES
 from augment.export import cfcrs, crslab, jsonl, unicrs
 from augment.release import labelled_turns
 
-READS = ("turns", "items", "labels", "kg")  # kg only for GRAPH_FORMATS
 GRAPH_FORMATS = ("crslab", "unicrs", "cfcrs")
 DEFAULT_VALID_FRACTION = 0.1
 
@@ -96,8 +95,7 @@ def export(run: Path, fmt: str, out: Path, valid_fraction: float = DEFAULT_VALID
         kg.build(run)
     params = {"format": fmt, "run": str(run.resolve()),
               "valid_fraction": valid_fraction if fmt in GRAPH_FORMATS else None}
-    reads = tuple(s for s in READS if (s != "kg" or fmt in GRAPH_FORMATS)
-                  and (s != "labels" or runs.read_summary(run, s) is not None))  # a run may have no labels yet
+    reads = ("turns", "items", *runs.finished(run, "labels"), *(("kg",) if fmt in GRAPH_FORMATS else ()))
     stage = runs.Stage(run, "export", params, reads=reads, folder=runs.check_output_dir(out))
     if not stage.needed(force):
         return stage.summary()

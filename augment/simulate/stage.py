@@ -79,7 +79,7 @@ def simulate(
         raise ValueError("--per-item and --max-attempts must be at least 1")
     run = Path(run)
     params = simulation_params(mode, per_item, seed, max_attempts, backend, max_tokens, temperature)
-    stage = runs.Stage(run, STAGE, params, reads=("items", "turns") if (run / "turns" / runs.SUMMARY).exists() else ("items",))
+    stage = runs.Stage(run, STAGE, params, reads=("items", *runs.finished(run, "turns")))
     if not stage.needed(force):
         return stage.summary() or {}
     started = time.perf_counter()
