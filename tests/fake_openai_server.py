@@ -55,10 +55,19 @@ def generated_text(prompt: str) -> str:
     return f"text for {hashlib.sha256(prompt.encode()).hexdigest()[:8]}"
 
 
+def is_rating_request(body: dict[str, Any]) -> bool:
+    """A one-token request is the judge's digit; longer ones are free text (a teacher's reasoning)."""
+    return body.get("max_tokens", 1) == 1
+
+
 def chat_reply(body: dict[str, Any], prompt: str, fault: FaultKind | None) -> dict[str, Any]:
     """A chat.completion object; with logprobs when the request asked for them and the fault allows it."""
     choice: dict[str, Any] = {"index": 0, "finish_reason": "length", "logprobs": None}
-    if body.get("logprobs") and fault != "no_logprobs":
+    if body.get("logprobs") and not is_rating_request(body):
+        text = generated_text(prompt)
+        choice["message"] = {"role": "assistant", "content": text}
+        choice["logprobs"] = {"content": [{"token": text, "logprob": 0.0, "top_logprobs": [{"token": text, "logprob": 0.0}]}]}
+    elif body.get("logprobs") and fault != "no_logprobs":
         top = top_logprobs(prompt, fault)
         best = max(top, key=top.__getitem__)
         entries = [{"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in top.items()]
@@ -73,7 +82,10 @@ def chat_reply(body: dict[str, Any], prompt: str, fault: FaultKind | None) -> di
 def completion_reply(body: dict[str, Any], prompt: str, fault: FaultKind | None) -> dict[str, Any]:
     """A text_completion object; with logprobs when the request asked for them and the fault allows it."""
     choice: dict[str, Any] = {"index": 0, "finish_reason": "length", "logprobs": None}
-    if body.get("logprobs") and fault != "no_logprobs":
+    if body.get("logprobs") and not is_rating_request(body):
+        choice["text"] = generated_text(prompt)
+        choice["logprobs"] = {"tokens": [choice["text"]], "top_logprobs": [{choice["text"]: 0.0}]}
+    elif body.get("logprobs") and fault != "no_logprobs":
         top = top_logprobs(prompt, fault)
         best = max(top, key=top.__getitem__)
         choice["logprobs"] = {

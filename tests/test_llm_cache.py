@@ -126,6 +126,20 @@ def test_generate_is_cached_per_settings(db: Path) -> None:
     assert inner.batches == [["a", "bad"], ["bad"], ["a"]]
 
 
+def test_a_cached_generation_keeps_its_logprobs_and_token_counts(db: Path) -> None:
+    answer = Generation("Rating: 4", token_logprobs=(("Rating: ", {"Rating: ": -0.01}), ("4", {"4": -0.2, "3": -1.7})),
+                        tokens_in=90, tokens_out=2)
+
+    class Teacher(ScriptedBackend):
+        def generate(self, prompts, *, max_tokens, temperature=0.0, seed=0):
+            self.batches.append(list(prompts))
+            return [answer for _ in prompts]
+
+    inner = Teacher()
+    assert CachedBackend(inner, db).generate(["p"], max_tokens=8) == [answer]
+    assert CachedBackend(inner, db).generate(["p"], max_tokens=8) == [answer] and inner.batches == [["p"]]
+
+
 def test_cached_backend_looks_like_its_inner_backend(db: Path) -> None:
     cache = CachedBackend(ScriptedBackend(model="judge", endpoint="chat"), db)
     assert (cache.name, cache.model, dict(cache.params())) == ("scripted", "judge", {"endpoint": "chat"})

@@ -75,6 +75,10 @@ def test_generate_requests_carry_sampling_settings() -> None:
         "model": "m", "messages": [{"role": "user", "content": "hi"}], **settings
     }
     assert build_generate_request("completions", "m", "hi", 64, 0.7, 3) == {"model": "m", "prompt": "hi", **settings}
+    assert build_generate_request("chat", "m", "hi", 64, 0.7, 3, top_logprobs=5) == {
+        "model": "m", "messages": [{"role": "user", "content": "hi"}], **settings, "logprobs": True, "top_logprobs": 5
+    }
+    assert build_generate_request("completions", "m", "hi", 64, 0.7, 3, 5)["logprobs"] == 5
 
 
 # --- reply parsing ----------------------------------------------------------------------------------------------
@@ -144,6 +148,23 @@ WRONG_SHAPES = [{"choices": []}, {}, "text", None, {"choices": [{"logprobs": "ye
 def test_reply_of_the_wrong_shape_is_malformed(endpoint: str, reply: object) -> None:
     parsed = parse_digit_reply(endpoint, reply)
     assert not parsed.ok and parsed.error.startswith("malformed reply: ")
+
+
+def test_generate_reply_carries_per_token_logprobs_and_usage_from_either_endpoint() -> None:
+    chat = {"choices": [{"message": {"content": "Fine. Rating: 3"}, "logprobs": {"content": [
+        {"token": "Fine. Rating: ", "logprob": -0.1, "top_logprobs": [{"token": "Fine. Rating: ", "logprob": -0.1}]},
+        {"token": "3", "logprob": -0.4, "top_logprobs": [{"token": "3", "logprob": -0.4}, {"token": "4", "logprob": -1.2},
+                                                          {"token": " 3", "logprob": -2.0}]}]}}],
+            "usage": {"prompt_tokens": 120, "completion_tokens": 2}}
+    answer = parse_generate_reply("chat", chat)
+    assert (answer.text, answer.tokens_in, answer.tokens_out) == ("Fine. Rating: 3", 120, 2)
+    token, top = answer.token_logprobs[1]
+    assert token == "3" and top["4"] == -1.2 and (top["3"], top[" 3"]) == (-0.4, -2.0)
+    completion = {"choices": [{"text": "Rating: 4", "logprobs": {"tokens": ["Rating: ", "4"],
+                                                                   "top_logprobs": [{"Rating: ": -0.01}, {"4": -0.2, "2": -1.9}]}}]}
+    answer = parse_generate_reply("completions", completion)
+    assert answer.token_logprobs == (("Rating: ", {"Rating: ": -0.01}), ("4", {"4": -0.2, "2": -1.9}))
+    assert answer.tokens_in is None and parse_generate_reply("chat", {"choices": [{"message": {"content": "x"}}]}).token_logprobs is None
 
 
 def test_generate_reply_parsing() -> None:
@@ -247,7 +268,8 @@ def test_structured_choices_and_params_reach_the_server(server: FakeOpenAIServer
     assert backend.score_digits(["p"])[0].ok
     [(_, body)] = server.requests
     assert body["structured_outputs"] == {"choice": ["0", "1", "2", "3", "4"]} and body["logprobs"] == 7
-    assert backend.params() == {"endpoint": "completions", "top_logprobs": 7, "structured_choices": True}
+    assert backend.params() == {"endpoint": "completions", "top_logprobs": 7, "generate_top_logprobs": 5,
+                                "structured_choices": True}
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)

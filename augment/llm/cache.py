@@ -154,13 +154,25 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 def _encode(result: DigitScore | Generation) -> str | None:
-    """JSON of the ok value (floats round-trip exactly through json), None for a failure."""
+    """JSON of the ok value (floats round-trip exactly through json), None for a failure. A generation keeps its
+    per-token logprobs and token counts: a teacher's soft rating must come back from the cache as it was sent."""
     if isinstance(result, DigitScore):
         return json.dumps(list(result.probs)) if result.probs is not None else None
-    return json.dumps(result.text) if result.text is not None else None
+    if result.text is None:
+        return None
+    if result.token_logprobs is None and result.tokens_in is None and result.tokens_out is None:
+        return json.dumps(result.text)
+    logprobs = [[token, dict(top)] for token, top in result.token_logprobs] if result.token_logprobs else None
+    return json.dumps({"text": result.text, "token_logprobs": logprobs, "tokens_in": result.tokens_in,
+                       "tokens_out": result.tokens_out})
 
 
 def _decode(kind: Kind, value: str) -> DigitScore | Generation:
     if kind == "digits":
         return DigitScore(tuple(json.loads(value)))
-    return Generation(json.loads(value))
+    decoded = json.loads(value)
+    if isinstance(decoded, str):  # text only
+        return Generation(decoded)
+    logprobs = decoded["token_logprobs"]
+    return Generation(decoded["text"], token_logprobs=tuple((t, top) for t, top in logprobs) if logprobs else None,
+                      tokens_in=decoded["tokens_in"], tokens_out=decoded["tokens_out"])

@@ -47,10 +47,16 @@ def build_digit_request(
 
 
 def build_generate_request(
-    endpoint: Endpoint, model: str, prompt: str, max_tokens: int, temperature: float, seed: int
+    endpoint: Endpoint, model: str, prompt: str, max_tokens: int, temperature: float, seed: int,
+    top_logprobs: int = 0,
 ) -> dict[str, Any]:
-    """SDK keyword arguments for free text."""
+    """SDK keyword arguments for free text; with `top_logprobs` > 0 the reply carries that many alternatives per
+    generated token (a teacher reads its rating's digit probabilities from them)."""
     settings = {"max_tokens": max_tokens, "temperature": temperature, "seed": seed}
+    if top_logprobs and endpoint == "chat":
+        settings |= {"logprobs": True, "top_logprobs": top_logprobs}
+    elif top_logprobs:
+        settings |= {"logprobs": top_logprobs}
     return _prompt_fields(endpoint, model, prompt) | settings
 
 
@@ -101,13 +107,31 @@ def _merge_logprobs(pairs: Iterable[tuple[str, float | None]]) -> dict[str, floa
 
 
 def parse_generate_reply(endpoint: Endpoint, reply: Any) -> Generation:
-    """The generated text from a decoded reply, or a failure."""
+    """The generated text from a decoded reply, or a failure; per-token top logprobs and the token counts when
+    the reply carries them (`usage`, `logprobs`), None otherwise."""
     try:
         choice = reply["choices"][0]
         text = choice["message"]["content"] if endpoint == "chat" else choice["text"]
+        token_logprobs = _generated_logprobs(endpoint, choice.get("logprobs"))
     except MALFORMED as exc:
         return Generation(None, error=f"malformed reply: {type(exc).__name__} {exc}")
-    return Generation(text) if isinstance(text, str) else Generation(None, error="no text in reply")
+    if not isinstance(text, str):
+        return Generation(None, error="no text in reply")
+    usage = reply.get("usage") or {}
+    return Generation(text, token_logprobs=token_logprobs, tokens_in=usage.get("prompt_tokens"),
+                      tokens_out=usage.get("completion_tokens"))
+
+
+def _generated_logprobs(endpoint: Endpoint, logprobs: Any) -> tuple[tuple[str, dict[str, float]], ...] | None:
+    """(token, {alternative: logprob}) per generated token, from either endpoint's logprobs layout."""
+    if not logprobs:
+        return None
+    if endpoint == "chat":
+        content = logprobs.get("content") or []
+        return tuple((e["token"], _merge_logprobs((t["token"], t["logprob"]) for t in e.get("top_logprobs") or []))
+                     for e in content) or None
+    tokens, tops = logprobs.get("tokens") or [], logprobs.get("top_logprobs") or []
+    return tuple((token, _merge_logprobs((top or {}).items())) for token, top in zip(tokens, tops)) or None
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -177,6 +201,7 @@ class OpenAIBackend(Backend):
         timeout: float = 60.0,
         max_retries: int = 5,
         top_logprobs: int = 20,
+        generate_top_logprobs: int = 5,
         structured_choices: bool = False,
         backoff_base: float = 1.0,
         backoff_cap: float = 60.0,
@@ -191,6 +216,7 @@ class OpenAIBackend(Backend):
         self.timeout = timeout
         self.max_retries = max_retries
         self.top_logprobs = top_logprobs
+        self.generate_top_logprobs = generate_top_logprobs
         self.structured_choices = structured_choices
         self._wait = _WaitRetryAfterOrBackoff(backoff_base, backoff_cap, retry_after_cap)
         self._api_key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"  # local servers accept any key
@@ -199,6 +225,7 @@ class OpenAIBackend(Backend):
         return {
             "endpoint": self.endpoint,
             "top_logprobs": self.top_logprobs,
+            "generate_top_logprobs": self.generate_top_logprobs,
             "structured_choices": self.structured_choices,
         }
 
@@ -232,7 +259,9 @@ class OpenAIBackend(Backend):
         self, prompts: Sequence[str], *, max_tokens: int, temperature: float = 0.0, seed: int = 0
     ) -> list[Generation]:
         requests = [
-            build_generate_request(self.endpoint, self.model, p, max_tokens, temperature, seed) for p in prompts
+            build_generate_request(self.endpoint, self.model, p, max_tokens, temperature, seed,
+                                   self.generate_top_logprobs)
+            for p in prompts
         ]
         return asyncio.run(self._run_batch(requests, partial(parse_generate_reply, self.endpoint), Generation))
 
