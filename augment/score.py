@@ -167,8 +167,9 @@ def explain_outcome(scores: Sequence[float], threshold: float, model: str | None
     if passing == 0:
         print(f"[label] nothing passes: the judge ({model}) never reaches {threshold}. The embedded SmolLM2 judge is "
               "untrained for this task and at chance level (README, judge quality); for real labels use a distilled "
-              "student (`--backend cross-encoder --model DIR` from `python -m train.judge`) or a strong judge "
-              "(`--backend openai --base-url URL --model NAME`), or try a lower --threshold to see what it ranks first")
+              "student (`--backend bi-encoder --model DIR` from `python -m train.judge --student bi-encoder`) or a "
+              "strong judge (`--backend openai --base-url URL --model NAME`), or try a lower --threshold to see what "
+              "it ranks first")
 
 
 # What judges a pair when the command line does not say: these, or what the finished judgments used.

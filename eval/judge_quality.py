@@ -11,7 +11,7 @@ Two views, one table row per judge:
   here), and K uniform random items. AUC of gold vs each, the share of retrieved candidates kept at the threshold,
   and pairs/s (timed without the request cache, on this machine).
 
-Judges: `local:MODEL`, `cross-encoder:DIR`, `openai:MODEL@BASE_URL`, `vllm:MODEL`, or `cosine` (the retrieval
+Judges: `local:MODEL`, `cross-encoder:DIR`, `bi-encoder:DIR`, `openai:MODEL@BASE_URL`, `vllm:MODEL`, or `cosine` (the retrieval
 embedder's query/item cosine, MiniLM by default: the baseline a judge must beat; it has no 0-4 scale, so MAE,
 F1 and the kept share do not apply).
 """
@@ -117,7 +117,8 @@ class CosineJudge:
 
 
 def make_judge(spec: str) -> BackendJudge | CosineJudge:
-    """`cosine[:EMBEDDER]`, `local:MODEL`, `cross-encoder:DIR`, `vllm:MODEL`, `openai:MODEL@BASE_URL`."""
+    """`cosine[:EMBEDDER]`, `local:MODEL`, `cross-encoder:DIR`, `bi-encoder:DIR`, `vllm:MODEL`,
+    `openai:MODEL@BASE_URL`."""
     kind, _, model = spec.partition(":")
     if kind == "cosine":
         return CosineJudge(model or None)
@@ -234,7 +235,7 @@ def parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", type=Path, required=True, help="run with turns/, items/, candidates/ (test turns)")
     p.add_argument("--judge", action="append", required=True, help="a judge spec (repeatable), e.g. cosine, "
-                   "local:smollm2-135m-instruct, cross-encoder:outputs/students/ce")
+                   "local:smollm2-135m-instruct, bi-encoder:outputs/students/bi")
     p.add_argument("--teacher", type=Path, help="a teacher stage (RUN/teacher) for the held-out agreement columns")
     p.add_argument("--heldout-from", type=Path, help="a student folder whose held-out dialogues to use "
                    "(default: the trainer's default split)")

@@ -124,7 +124,7 @@ def test_nothing_passing_the_threshold_is_explained(run, capsys):
                 "--max-turns", "2", "--top-n", "3", "--threshold", "4.0"]
         assert score_main(argv) == 0
     out = capsys.readouterr().out
-    assert "0 of 6 judged pairs score >= 4.0" in out and "nothing passes" in out and "--backend cross-encoder" in out
+    assert "0 of 6 judged pairs score >= 4.0" in out and "nothing passes" in out and "--backend bi-encoder" in out
     assert read_summary(run, "labels")["synthetic_labels"] == 0
 
 

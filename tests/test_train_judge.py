@@ -38,6 +38,33 @@ def test_batches_resume_where_they_stopped():
     assert first_epochs[0] != batches(n, size, 4, 0)
 
 
+def test_in_batch_term_ranks_each_keep_against_the_batch_items_but_not_the_dialogues_other_keeps():
+    from augment.llm.cross_encoder import DIALOGUE_MARK, END_MARK, ITEM_MARK
+    from train.judge_data import Example
+    from train.judge_students import BiEncoderStudent
+
+    def example(dialogue: str, item: str, rating: int) -> Example:
+        prompt = f"rubric{DIALOGUE_MARK}{dialogue}{ITEM_MARK}{item}{END_MARK} from 0 to 4."
+        return Example(dialogue, dialogue, item, "x", prompt, tuple(float(r == rating) for r in range(5)))
+
+    batch = [example("Seeker: a comedy?", "Superbad (2007)", 4), example("Seeker: a comedy?", "Airplane! (1980)", 4),
+             example("Seeker: a comedy?", "Saw (2004)", 0), example("Seeker: scary, please", "It (2017)", 4)]
+    student = BiEncoderStudent("minilm")
+    student.logits(batch)
+    loss = student.in_batch_loss(batch).item()
+    dialogues, items, d_index, i_index = student._encoded[1]
+    logits = 20.0 * dialogues @ items.T
+    by_hand = 0.0
+    for k, other_keep in ((0, 1), (1, 0), (3, None)):
+        row = logits[d_index[k]].clone()
+        if other_keep is not None:
+            row[i_index[other_keep]] = float("-inf")  # the dialogue's other keep is not a negative
+        by_hand += -torch.log_softmax(row, dim=0)[i_index[k]].item() / 3
+    assert loss == pytest.approx(by_hand, rel=1e-5)
+    with pytest.raises(ValueError, match="same batch"):
+        student.in_batch_loss(batch[:2])
+
+
 @pytest.fixture(scope="module")
 def teacher(judge_slice, tmp_path_factory) -> Path:  # noqa: F811
     run = tmp_path_factory.mktemp("judge_run") / "run"
@@ -60,28 +87,29 @@ def trained(teacher: Path, out: Path, *args: str) -> dict:
     return json.loads((out / "judge_summary.json").read_text())
 
 
-def test_cross_encoder_student_learns_and_scores_through_its_backend(teacher, tmp_path, monkeypatch):
-    out = tmp_path / "ce"
-    summary = trained(teacher, out, "--student", "cross-encoder", "--max-steps", "12", "--batch-size", "8",
-                      "--lr", "1e-4", "--eval-every", "6", "--max-valid", "40")
+@pytest.mark.parametrize("student,options", [("cross-encoder", ()), ("bi-encoder", ("--in-batch", "1"))])
+def test_pair_student_learns_and_scores_through_its_backend(teacher, tmp_path, monkeypatch, student, options):
+    out = tmp_path / "student"
+    summary = trained(teacher, out, "--student", student, "--max-steps", "12", "--batch-size", "8",
+                      "--lr", "1e-4", "--eval-every", "6", "--max-valid", "40", *options)
     assert summary["final"]["kl"] < summary["initial"]["kl"]
     assert [p["step"] for p in summary["valid_curve"]] == [0, 6, 12] and (out / "curves.png").stat().st_size > 0
     assert not (out / "checkpoint").exists()
     # the saved folder, through the backend, gives the probabilities seen at the end of training
     examples = {(e.turn_uid, e.item_id): e for e in load_examples(teacher)}
     predictions = json.loads((out / "heldout_predictions.json").read_text())
-    backend = make_backend("cross-encoder", str(out))
+    backend = make_backend(student, str(out))
     results = backend.score_digits([examples[(p["turn_uid"], p["item_id"])].prompt for p in predictions])
     assert max(abs(a - b) for p, r in zip(predictions, results) for a, b in zip(p["probs"], r.probs)) < 1e-4
     # and the score stage writes the ordinary judgments artifact with it
     run = teacher.parent
     monkeypatch.setenv("CRS_AUGMENT_CACHE", str(tmp_path / "cache"))
-    assert score_main(["--run", str(run), "--backend", "cross-encoder", "--model", str(out), "--max-turns", "2",
-                       "--top-n", "5"]) == 0
+    assert score_main(["--run", str(run), "--backend", student, "--model", str(out), "--max-turns", "2",
+                       "--top-n", "5", "--force"]) == 0
     judgments = read_rows(run / "judgments" / "judgments.parquet")
     assert len(judgments) == 10 and all(j["status"] == "ok" and len(j["probs"]) == 5 for j in judgments)
     assert all(j["score"] == pytest.approx(sum(d * p for d, p in enumerate(j["probs"]))) for j in judgments)
-    assert read_summary(run, "judgments")["params"]["backend"] == "cross-encoder"
+    assert read_summary(run, "judgments")["params"]["backend"] == student
 
 
 @pytest.mark.slow  # full fine-tuning of a 135M model: ~1-2 min on 2 free cores, far more on a loaded machine
@@ -96,3 +124,13 @@ def test_causal_lm_student_learns_and_loads_in_the_local_backend(teacher, tmp_pa
     backend = make_backend("local", str(out))
     results = backend.score_digits([examples[(p["turn_uid"], p["item_id"])].prompt for p in predictions])
     assert max(abs(a - b) for p, r in zip(predictions, results) for a, b in zip(p["probs"], r.probs)) < 1e-4
+
+
+def test_lora_without_peft_says_how_to_get_it(monkeypatch):
+    import sys
+
+    from train.judge_students import with_lora
+
+    monkeypatch.setitem(sys.modules, "peft", None)  # as if not installed: importing it raises ImportError
+    with pytest.raises(ValueError, match=r'--lora needs peft: pip install -e "\.\[lora\]"'):
+        with_lora(torch.nn.Linear(2, 2), 4)

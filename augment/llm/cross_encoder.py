@@ -11,6 +11,7 @@ most), the item text is capped so the title and attributes always fit.
 from __future__ import annotations
 
 import os
+from abc import abstractmethod
 from typing import Any, Mapping, Sequence
 
 from augment.llm.base import DIGITS, Backend, DigitScore, Generation
@@ -56,7 +57,38 @@ def load_cross_encoder(path: str, num_labels: int | None = None) -> Any:
     return CrossEncoder(path, device="cpu", max_length=MAX_LENGTH, **options)
 
 
-class CrossEncoderBackend(Backend):
+class PairJudgeBackend(Backend):
+    """A judge that reads (dialogue, item) pairs, not prompts: the score prompts are split at the template's markers
+    and `probabilities(pairs)` rates them. It writes no text."""
+
+    def score_digits(self, prompts: Sequence[str]) -> list[DigitScore]:
+        results: list[DigitScore | None] = [None] * len(prompts)
+        pairs, where = [], []
+        for index, prompt in enumerate(prompts):
+            try:
+                pairs.append(split_score_prompt(prompt))
+                where.append(index)
+            except ValueError as exc:
+                results[index] = DigitScore(None, error=f"bad prompt: {exc}")
+        try:
+            for index, probs in zip(where, self.probabilities(pairs)):
+                results[index] = DigitScore(probs)
+        except Exception as exc:  # the Backend contract: a failure is a value
+            for index in where:
+                results[index] = DigitScore(None, error=f"{type(exc).__name__}: {exc}")
+        return results  # type: ignore[return-value]
+
+    def generate(self, prompts: Sequence[str], *, max_tokens: int, temperature: float = 0.0,
+                 seed: int = 0) -> list[Generation]:
+        """A pair judge rates pairs; it writes no text."""
+        return [Generation(None, error=f"the {self.name} backend cannot generate text")] * len(prompts)
+
+    @abstractmethod
+    def probabilities(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[float, ...]]:
+        """P(0..4) for each (dialogue, item text) pair."""
+
+
+class CrossEncoderBackend(PairJudgeBackend):
     """Scores rendered score prompts with a trained cross-encoder folder (`train.judge --student cross-encoder`)."""
 
     name = "cross-encoder"
@@ -88,28 +120,6 @@ class CrossEncoderBackend(Backend):
                 logits = self.encoder.model(**batch).logits.float()
                 out += [tuple(row) for row in torch.softmax(logits, dim=-1).tolist()]
         return out
-
-    def score_digits(self, prompts: Sequence[str]) -> list[DigitScore]:
-        results: list[DigitScore | None] = [None] * len(prompts)
-        pairs, where = [], []
-        for index, prompt in enumerate(prompts):
-            try:
-                pairs.append(split_score_prompt(prompt))
-                where.append(index)
-            except ValueError as exc:
-                results[index] = DigitScore(None, error=f"bad prompt: {exc}")
-        try:
-            for index, probs in zip(where, self.probabilities(pairs)):
-                results[index] = DigitScore(probs)
-        except Exception as exc:  # the Backend contract: a failure is a value
-            for index in where:
-                results[index] = DigitScore(None, error=f"{type(exc).__name__}: {exc}")
-        return results  # type: ignore[return-value]
-
-    def generate(self, prompts: Sequence[str], *, max_tokens: int, temperature: float = 0.0,
-                 seed: int = 0) -> list[Generation]:
-        """A cross-encoder rates pairs; it writes no text."""
-        return [Generation(None, error="the cross-encoder backend cannot generate text")] * len(prompts)
 
     def close(self) -> None:
         self.encoder = None
