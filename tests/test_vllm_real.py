@@ -222,6 +222,34 @@ def test_in_process_engine_agrees_with_server(
     assert max_delta(engine, server_scores["chat"]) <= ENGINE_TOLERANCE
 
 
+@pytest.mark.slow  # the teacher writes reasoning: ~1-3 min of generation on 2 CPU cores
+def test_llm_teacher_writes_reasoning_over_the_real_server(
+    server: VLLMServer, sample_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`augment.teach --teacher llm` through the openai backend: every answer comes back with its raw text and
+    the server's token counts; a rated one has five digit probabilities (from the logprobs at its rating digit, or
+    the parsed digit), an unrated one is stored as failed with its text, and the exit code says which happened."""
+    import shutil
+
+    from augment.runs import read_rows
+    from augment.teach import main as teach_main
+
+    run = tmp_path / "run"
+    for stage in ("turns", "items", "candidates"):
+        shutil.copytree(sample_run / stage, run / stage)
+    monkeypatch.setenv("CRS_AUGMENT_CACHE", str(tmp_path / "cache"))
+    code = teach_main(["--run", str(run), "--teacher", "llm", "--split", "test", "--backend", "openai",
+                       "--base-url", server.base_url, "--model", server.model_name, "--max-pairs", "4",
+                       "--per-turn", "4", "--max-tokens", "64", "--context-window", "2"])
+    rows = read_rows(run / "teacher" / "teacher.parquet")
+    assert len(rows) == 4 and all(r["raw"] and r["tokens_in"] > 50 and 0 < r["tokens_out"] <= 64 for r in rows)
+    rated = [r for r in rows if r["status"] == "ok"]
+    for row in rated:
+        assert row["source"] in ("logprobs", "parsed") and sum(row["probs"]) == pytest.approx(1.0)
+    assert all(r["reason"] for r in rows if r["status"] == "failed")
+    assert code == (0 if rated else 1)
+
+
 def test_server_that_dies_reports_its_log(tmp_path: Path) -> None:
     """A server that exits during start-up fails at once with its log tail, not after the start-up timeout."""
     venv = tmp_path / "venv"
