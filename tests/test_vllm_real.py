@@ -46,8 +46,10 @@ REPO = Path(__file__).resolve().parents[1]
 # 0.026 on 270-token prompts with a longer rubric. The server dtype follows the CPU (`default_dtype`); the margins
 # cover other CPUs' kernels and longer prompts.
 LOCAL_TOLERANCE = {"float32": 1e-3, "bfloat16": 0.06}
-# Server vs in-process engine: the same engine, dtype and tokens. Measured exactly 0 in both dtypes.
-ENGINE_TOLERANCE = 1e-4
+# Server vs in-process engine: the same engine, dtype and tokens, but not the same batches (the server runs the
+# requests as they arrive, the engine as one generate call). Measured exactly 0 in float32 on AVX2 machines; in
+# bfloat16 on an AMX machine (2026-12-01) 0.0155, the rounding of other batch shapes. Limits per dtype.
+ENGINE_TOLERANCE = {"float32": 1e-4, "bfloat16": 0.03}
 
 N_PROMPTS = 3
 
@@ -219,7 +221,7 @@ def test_in_process_engine_agrees_with_server(
     engine = engine_job.scores(timeout=900)
     record_timing("in-process engine done (waited after the server start)", time.monotonic() - start)
     assert_valid(engine)
-    assert max_delta(engine, server_scores["chat"]) <= ENGINE_TOLERANCE
+    assert max_delta(engine, server_scores["chat"]) <= ENGINE_TOLERANCE[default_dtype()]
 
 
 @pytest.mark.slow  # the teacher writes reasoning: ~1-3 min of generation on 2 CPU cores
