@@ -1,7 +1,7 @@
 """`python -m train.judge`: distil teacher judgments (`augment.teach`) into a student judge.
 
 One trainer, one loss: KL(p_teacher || p_student) over the five ratings (cross-entropy when the teacher gives hard
-digits); the bi-encoder may add an in-batch ranking term (`--in-batch`), measured against KL alone in the README. Students: `causal-lm` (the scorer: the exact prompt of `prompts/score.jinja`, p_student = softmax of the
+digits); the bi-encoder may add an in-batch ranking term (`--in-batch`); the README compares it with KL alone. Students: `causal-lm` (the scorer: the exact prompt of `prompts/score.jinja`, p_student = softmax of the
 five digit-token logits at the answer position; SmolLM2-135M offline default, `--lora` for large bases),
 `cross-encoder` (MiniLM with a 5-way head) or `bi-encoder` (MiniLM dual encoder with a rating head on the cosine:
 the CPU judge that starts with signal). The held-out split is by dialogue. A checkpoint is
