@@ -67,7 +67,7 @@ class BiEncoderStudent(PairStudent):
         encoded = self.net.encode_pairs([split_score_prompt(e.prompt) for e in examples])
         self._encoded = (examples, encoded)
         dialogue_vectors, item_vectors, d_index, i_index = encoded
-        return self.net.head((dialogue_vectors[d_index] * item_vectors[i_index]).sum(dim=-1))
+        return self.net.rate(dialogue_vectors[d_index], item_vectors[i_index])
 
     def in_batch_loss(self, examples: Sequence[Example], scale: float = IN_BATCH_SCALE) -> torch.Tensor:
         """InfoNCE of each pair the teacher rates as a keep (expected score >= 3.5) against every other item of the
@@ -83,13 +83,14 @@ class BiEncoderStudent(PairStudent):
         keep = [k for k, e in enumerate(examples) if expected_score(e.target) >= KEEP]
         if not keep:
             return dialogue_vectors.sum() * 0.0
-        similarity = scale * dialogue_vectors[d_index[keep]] @ item_vectors.T
-        kept_items = {(int(d_index[k]), int(i_index[k])) for k in keep}
-        mask = torch.zeros_like(similarity, dtype=torch.bool)
-        for row, k in enumerate(keep):
-            for column in range(item_vectors.shape[0]):
-                mask[row, column] = column != int(i_index[k]) and (int(d_index[k]), column) in kept_items
-        return torch.nn.functional.cross_entropy(similarity.masked_fill(mask, float("-inf")), i_index[keep])
+        keep_d, keep_i = d_index[keep], i_index[keep]
+        similarity = scale * dialogue_vectors[keep_d] @ item_vectors.T
+        kept = torch.zeros((dialogue_vectors.shape[0], item_vectors.shape[0]), dtype=torch.bool,
+                           device=dialogue_vectors.device)
+        kept[keep_d, keep_i] = True  # (dialogue, item) pairs the teacher keeps
+        others = kept[keep_d]
+        others[torch.arange(len(keep), device=keep_i.device), keep_i] = False  # a row's own positive stays
+        return torch.nn.functional.cross_entropy(similarity.masked_fill(others, float("-inf")), keep_i)
 
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
         return [{"params": list(self.net.encoder.parameters()), "base_lr": lr},

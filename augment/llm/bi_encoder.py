@@ -87,9 +87,13 @@ class DualEncoderJudge(torch.nn.Module):
         i_index = torch.tensor([i_row[i] for _, i in pairs], device=item_vectors.device)
         return dialogue_vectors, item_vectors, d_index, i_index
 
+    def rate(self, dialogue_vectors: torch.Tensor, item_vectors: torch.Tensor) -> torch.Tensor:
+        """Five rating logits per row of aligned (dialogue, item) unit vectors."""
+        return self.head((dialogue_vectors * item_vectors).sum(dim=-1))
+
     def logits(self, pairs: Sequence[tuple[str, str]]) -> torch.Tensor:
         dialogue_vectors, item_vectors, d_index, i_index = self.encode_pairs(pairs)
-        return self.head((dialogue_vectors[d_index] * item_vectors[i_index]).sum(dim=-1))
+        return self.rate(dialogue_vectors[d_index], item_vectors[i_index])
 
 
 class BiEncoderBackend(PairJudgeBackend):
@@ -128,7 +132,7 @@ class BiEncoderBackend(PairJudgeBackend):
         with torch.inference_mode():
             dialogues = torch.stack(self._embedded([d for d, _ in pairs], "dialogue"))
             items = torch.stack(self._embedded([i for _, i in pairs], "item"))
-            probs = torch.softmax(self.judge.head((dialogues * items).sum(dim=-1)), dim=-1)
+            probs = torch.softmax(self.judge.rate(dialogues, items), dim=-1)
         return [tuple(row) for row in probs.tolist()]
 
     def close(self) -> None:

@@ -160,8 +160,6 @@ def _encode(result: DigitScore | Generation) -> str | None:
         return json.dumps(list(result.probs)) if result.probs is not None else None
     if result.text is None:
         return None
-    if result.token_logprobs is None and result.tokens_in is None and result.tokens_out is None:
-        return json.dumps(result.text)
     logprobs = [[token, dict(top)] for token, top in result.token_logprobs] if result.token_logprobs else None
     return json.dumps({"text": result.text, "token_logprobs": logprobs, "tokens_in": result.tokens_in,
                        "tokens_out": result.tokens_out})
@@ -171,7 +169,7 @@ def _decode(kind: Kind, value: str) -> DigitScore | Generation:
     if kind == "digits":
         return DigitScore(tuple(json.loads(value)))
     decoded = json.loads(value)
-    if isinstance(decoded, str):  # text only
+    if isinstance(decoded, str):  # written before generations kept their logprobs
         return Generation(decoded)
     logprobs = decoded["token_logprobs"]
     return Generation(decoded["text"], token_logprobs=tuple((t, top) for t, top in logprobs) if logprobs else None,
