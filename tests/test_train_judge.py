@@ -39,7 +39,7 @@ def test_batches_resume_where_they_stopped():
 
 
 def test_in_batch_term_ranks_each_keep_against_the_batch_items_but_not_the_dialogues_other_keeps():
-    from augment.llm.cross_encoder import DIALOGUE_MARK, END_MARK, ITEM_MARK
+    from augment.llm.pair_judge import DIALOGUE_MARK, END_MARK, ITEM_MARK
     from train.judge_data import Example
     from train.judge_students import BiEncoderStudent
 
@@ -87,7 +87,8 @@ def trained(teacher: Path, out: Path, *args: str) -> dict:
     return json.loads((out / "judge_summary.json").read_text())
 
 
-@pytest.mark.parametrize("student,options", [("cross-encoder", ()), ("bi-encoder", ("--in-batch", "1"))])
+@pytest.mark.parametrize("student,options", [("cross-encoder", ()),
+                                             ("bi-encoder", ("--in-batch", "1", "--dialogue-tokens", "48"))])
 def test_pair_student_learns_and_scores_through_its_backend(teacher, tmp_path, monkeypatch, student, options):
     out = tmp_path / "student"
     summary = trained(teacher, out, "--student", student, "--max-steps", "12", "--batch-size", "8",
@@ -95,6 +96,8 @@ def test_pair_student_learns_and_scores_through_its_backend(teacher, tmp_path, m
     assert summary["final"]["kl"] < summary["initial"]["kl"]
     assert [p["step"] for p in summary["valid_curve"]] == [0, 6, 12] and (out / "curves.png").stat().st_size > 0
     assert not (out / "checkpoint").exists()
+    if student == "bi-encoder":  # the token budget travels with the head, so scoring reads what training read
+        assert json.loads((out / "rating_head.json").read_text())["dialogue_tokens"] == 48
     # the saved folder, through the backend, gives the probabilities seen at the end of training
     examples = {(e.turn_uid, e.item_id): e for e in load_examples(teacher)}
     predictions = json.loads((out / "heldout_predictions.json").read_text())
@@ -124,6 +127,14 @@ def test_causal_lm_student_learns_and_loads_in_the_local_backend(teacher, tmp_pa
     backend = make_backend("local", str(out))
     results = backend.score_digits([examples[(p["turn_uid"], p["item_id"])].prompt for p in predictions])
     assert max(abs(a - b) for p, r in zip(predictions, results) for a, b in zip(p["probs"], r.probs)) < 1e-4
+
+
+@pytest.mark.parametrize("flag", [("--in-batch", "1"), ("--dialogue-tokens", "64")])
+def test_bi_encoder_options_are_refused_for_other_students(flag, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        judge_main(["--teacher", "t", "--student", "cross-encoder", "--out", "o", *flag])
+    assert exit_info.value.code == 2
+    assert f"{flag[0]} applies to --student bi-encoder only" in capsys.readouterr().err
 
 
 def test_lora_without_peft_says_how_to_get_it(monkeypatch):

@@ -108,7 +108,8 @@ def train(params: dict[str, Any]) -> dict[str, Any]:
     out = Path(params["out"])
     torch.manual_seed(params["seed"])
     torch.set_num_threads(params["threads"])
-    student = make_student(params["student"], params["base"], chat=params["chat"], lora=params["lora"])
+    student = make_student(params["student"], params["base"], chat=params["chat"], lora=params["lora"],
+                           dialogue_tokens=params["dialogue_tokens"])
     student.net.to(params["device"])
     examples = load_examples(Path(params["teacher"]), student.completion, params["context_window"])
     train_set, held = split_by_dialogue(examples, params["valid_fraction"], params["seed"])
@@ -233,6 +234,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--in-batch", type=float_in(0.0, 100.0), default=0.0, metavar="WEIGHT",
                    help="bi-encoder: add WEIGHT x InfoNCE of the teacher's keeps against the batch's other items "
                    "(free negatives; meant for the gold teacher, whose negatives they resemble). Default 0: KL only")
+    p.add_argument("--dialogue-tokens", type=POSITIVE_INT, metavar="N",
+                   help="bi-encoder: the dialogue's last N tokens are embedded, in training and in scoring (saved with "
+                   "the head; default 128, or the --base student's own)")
     p.add_argument("--no-chat", dest="chat", action="store_false", help="causal-lm: raw prompt (base models)")
     p.add_argument("--lora", action="store_true", help="causal-lm: LoRA adapters (peft), merged on save")
     return p
@@ -244,8 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     params = {key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()}
     params["batch_size"] = args.batch_size or defaults["batch_size"]
     params["lr"] = args.lr or defaults["lr"]
-    if args.in_batch and args.student != "bi-encoder":
-        parser().error(f"--in-batch applies to --student bi-encoder only, not {args.student}")
+    for flag, value in (("--in-batch", args.in_batch), ("--dialogue-tokens", args.dialogue_tokens)):
+        if value and args.student != "bi-encoder":
+            parser().error(f"{flag} applies to --student bi-encoder only, not {args.student}")
     return runs.exit_code(lambda: train(params))
 
 

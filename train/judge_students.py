@@ -19,7 +19,8 @@ from typing import Any, Sequence
 import torch
 
 from augment.llm.base import DIGITS, expected_score, prompt_token_ids
-from augment.llm.cross_encoder import encode_pairs, load_cross_encoder, split_score_prompt
+from augment.llm.cross_encoder import encode_pairs, load_cross_encoder
+from augment.llm.pair_judge import split_score_prompt
 from train.judge_data import Example
 
 DEFAULT_BASES = {"bi-encoder": "minilm", "cross-encoder": "minilm", "causal-lm": "smollm2-135m-instruct"}
@@ -56,11 +57,11 @@ class BiEncoderStudent(PairStudent):
 
     kind = "bi-encoder"
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, dialogue_tokens: int | None = None) -> None:
         from augment.llm.bi_encoder import DualEncoderJudge
 
         self.base = base
-        self.net = DualEncoderJudge.load(minilm_path() if base == "minilm" else base)
+        self.net = DualEncoderJudge.load(minilm_path() if base == "minilm" else base, dialogue_tokens)
         self._encoded: tuple[Sequence[Example], tuple[torch.Tensor, ...]] | None = None
 
     def logits(self, examples: Sequence[Example]) -> torch.Tensor:
@@ -196,10 +197,11 @@ def with_lora(net: Any, rank: int) -> Any:
 Student = BiEncoderStudent | CrossEncoderStudent | CausalLMStudent
 
 
-def make_student(kind: str, base: str | None, chat: bool = True, lora: bool = False) -> Student:
+def make_student(kind: str, base: str | None, chat: bool = True, lora: bool = False,
+                 dialogue_tokens: int | None = None) -> Student:
     base = base or DEFAULT_BASES[kind]
     if kind == "bi-encoder":
-        return BiEncoderStudent(base)
+        return BiEncoderStudent(base, dialogue_tokens)
     if kind == "cross-encoder":
         return CrossEncoderStudent(base)
     if kind == "causal-lm":

@@ -21,11 +21,11 @@ from typing import Any, Sequence
 
 import torch
 
-from augment.llm.cross_encoder import PairJudgeBackend
+from augment.llm.pair_judge import PairJudgeBackend
 
-DIALOGUE_TOKENS = 128  # the dialogue is cut from its start: the latest utterances matter most
-ITEM_TOKENS = 64  # title, genres, director and stars fit; the plot is cut
-HEAD_FILE = "rating_head.json"
+DIALOGUE_TOKENS = 128  # default; the dialogue is cut from its start: the latest utterances matter most
+ITEM_TOKENS = 64  # default; title, genres, director and stars fit; the plot is cut
+HEAD_FILE = "rating_head.json"  # the head and the token budgets it was trained with: scoring reads the same tokens
 
 
 class RatingHead(torch.nn.Module):
@@ -44,25 +44,38 @@ class RatingHead(torch.nn.Module):
 class DualEncoderJudge(torch.nn.Module):
     """Encoder + rating head; `logits(pairs)` embeds each distinct dialogue and item of the batch once."""
 
-    def __init__(self, encoder: Any, head: RatingHead) -> None:
+    def __init__(self, encoder: Any, head: RatingHead, dialogue_tokens: int = DIALOGUE_TOKENS,
+                 item_tokens: int = ITEM_TOKENS) -> None:
         super().__init__()
         self.encoder, self.head = encoder, head
+        self.dialogue_tokens, self.item_tokens = dialogue_tokens, item_tokens
 
     @classmethod
-    def load(cls, path: str) -> "DualEncoderJudge":
-        """A trained folder (with `rating_head.json`) or any sentence-transformers model (fresh head)."""
+    def load(cls, path: str, dialogue_tokens: int | None = None) -> "DualEncoderJudge":
+        """A trained folder (with `rating_head.json`: head and token budgets) or any sentence-transformers model
+        (fresh head, default budgets). `dialogue_tokens` overrides the folder's budget (a new training run)."""
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
 
         encoder = SentenceTransformer(path, device="cpu")
         head_file = Path(path) / HEAD_FILE
-        head = RatingHead(**json.loads(head_file.read_text())) if head_file.exists() else RatingHead()
-        return cls(encoder, head).float()
+        saved = json.loads(head_file.read_text()) if head_file.exists() else {}
+        head = RatingHead(**{k: saved[k] for k in ("slope", "bias") if k in saved})
+        judge = cls(encoder, head, dialogue_tokens or saved.get("dialogue_tokens", DIALOGUE_TOKENS),
+                    saved.get("item_tokens", ITEM_TOKENS))
+        return judge.float()
 
     def save(self, path: str) -> None:
         self.encoder.save(path)
-        head = {"slope": self.head.slope.tolist(), "bias": self.head.bias.tolist()}
+        head = {"slope": self.head.slope.tolist(), "bias": self.head.bias.tolist(), **self.token_budgets()}
         (Path(path) / HEAD_FILE).write_text(json.dumps(head) + "\n")
+
+    def token_budgets(self) -> dict[str, int]:
+        return {"dialogue_tokens": self.dialogue_tokens, "item_tokens": self.item_tokens}
+
+    def budget(self, kind: str) -> tuple[int, bool]:
+        """(max tokens, keep the end) for a "dialogue" or an "item" text."""
+        return (self.dialogue_tokens, True) if kind == "dialogue" else (self.item_tokens, False)
 
     def embed(self, texts: Sequence[str], max_length: int, from_end: bool) -> torch.Tensor:
         """Unit-length embeddings; `from_end` keeps the last `max_length` tokens (a dialogue's latest turns)."""
@@ -80,8 +93,8 @@ class DualEncoderJudge(torch.nn.Module):
     def encode_pairs(self, pairs: Sequence[tuple[str, str]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(dialogue vectors, item vectors, each pair's dialogue row, each pair's item row): distinct texts once."""
         dialogues, items = sorted({d for d, _ in pairs}), sorted({i for _, i in pairs})
-        dialogue_vectors = self.embed(dialogues, DIALOGUE_TOKENS, from_end=True)
-        item_vectors = self.embed(items, ITEM_TOKENS, from_end=False)
+        dialogue_vectors = self.embed(dialogues, *self.budget("dialogue"))
+        item_vectors = self.embed(items, *self.budget("item"))
         d_row, i_row = {d: k for k, d in enumerate(dialogues)}, {i: k for k, i in enumerate(items)}
         d_index = torch.tensor([d_row[d] for d, _ in pairs], device=dialogue_vectors.device)
         i_index = torch.tensor([i_row[i] for _, i in pairs], device=item_vectors.device)
@@ -115,14 +128,13 @@ class BiEncoderBackend(PairJudgeBackend):
         self._vectors: dict[tuple[str, str], torch.Tensor] = {}
 
     def params(self) -> dict[str, Any]:
-        return {"dialogue_tokens": DIALOGUE_TOKENS, "item_tokens": ITEM_TOKENS}
+        return self.judge.token_budgets()
 
     def _embedded(self, texts: Sequence[str], kind: str) -> list[torch.Tensor]:
         todo = sorted({t for t in texts if (kind, t) not in self._vectors})
-        length, from_end = (DIALOGUE_TOKENS, True) if kind == "dialogue" else (ITEM_TOKENS, False)
         for start in range(0, len(todo), self.batch_size):
             chunk = todo[start : start + self.batch_size]
-            for text, vector in zip(chunk, self.judge.embed(chunk, length, from_end)):
+            for text, vector in zip(chunk, self.judge.embed(chunk, *self.judge.budget(kind))):
                 self._vectors[(kind, text)] = vector
         return [self._vectors[(kind, t)] for t in texts]
 

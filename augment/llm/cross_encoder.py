@@ -11,24 +11,13 @@ most), the item text is capped so the title and attributes always fit.
 from __future__ import annotations
 
 import os
-from abc import abstractmethod
 from typing import Any, Mapping, Sequence
 
-from augment.llm.base import DIGITS, Backend, DigitScore, Generation
+from augment.llm.base import DIGITS
+from augment.llm.pair_judge import PairJudgeBackend
 
-DIALOGUE_MARK = "\nConversation:\n"
-ITEM_MARK = "\n\nCandidate movie:\n"
-END_MARK = "\n\nReply with a single digit"
 MAX_LENGTH = 128
 MAX_ITEM_CHARS = 300
-
-
-def split_score_prompt(prompt: str) -> tuple[str, str]:
-    """(dialogue, item text) of a rendered score prompt; ValueError when the prompt lacks the template's markers."""
-    start, middle, end = prompt.find(DIALOGUE_MARK), prompt.find(ITEM_MARK), prompt.rfind(END_MARK)
-    if start < 0 or middle < start or end < middle:
-        raise ValueError("not a prompts/score.jinja prompt (Conversation / Candidate movie / Reply markers missing)")
-    return prompt[start + len(DIALOGUE_MARK) : middle].strip(), prompt[middle + len(ITEM_MARK) : end].strip()
 
 
 def encode_pairs(tokenizer: Any, pairs: Sequence[tuple[str, str]], max_length: int = MAX_LENGTH) -> Mapping[str, Any]:
@@ -55,37 +44,6 @@ def load_cross_encoder(path: str, num_labels: int | None = None) -> Any:
 
     options = {"num_labels": num_labels} if num_labels else {}
     return CrossEncoder(path, device="cpu", max_length=MAX_LENGTH, **options)
-
-
-class PairJudgeBackend(Backend):
-    """A judge that reads (dialogue, item) pairs, not prompts: the score prompts are split at the template's markers
-    and `probabilities(pairs)` rates them. It writes no text."""
-
-    def score_digits(self, prompts: Sequence[str]) -> list[DigitScore]:
-        results: list[DigitScore | None] = [None] * len(prompts)
-        pairs, where = [], []
-        for index, prompt in enumerate(prompts):
-            try:
-                pairs.append(split_score_prompt(prompt))
-                where.append(index)
-            except ValueError as exc:
-                results[index] = DigitScore(None, error=f"bad prompt: {exc}")
-        try:
-            for index, probs in zip(where, self.probabilities(pairs)):
-                results[index] = DigitScore(probs)
-        except Exception as exc:  # the Backend contract: a failure is a value
-            for index in where:
-                results[index] = DigitScore(None, error=f"{type(exc).__name__}: {exc}")
-        return results  # type: ignore[return-value]
-
-    def generate(self, prompts: Sequence[str], *, max_tokens: int, temperature: float = 0.0,
-                 seed: int = 0) -> list[Generation]:
-        """A pair judge rates pairs; it writes no text."""
-        return [Generation(None, error=f"the {self.name} backend cannot generate text")] * len(prompts)
-
-    @abstractmethod
-    def probabilities(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[float, ...]]:
-        """P(0..4) for each (dialogue, item text) pair."""
 
 
 class CrossEncoderBackend(PairJudgeBackend):
