@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from augment.llm import make_backend
+from augment.llm.base import prompt_token_ids
 from augment.runs import read_rows, read_summary
 from augment.score import main as score_main
 from augment.teach import main as teach_main
@@ -127,6 +128,26 @@ def test_causal_lm_student_learns_and_loads_in_the_local_backend(teacher, tmp_pa
     backend = make_backend("local", str(out))
     results = backend.score_digits([examples[(p["turn_uid"], p["item_id"])].prompt for p in predictions])
     assert max(abs(a - b) for p, r in zip(predictions, results) for a, b in zip(p["probs"], r.probs)) < 1e-4
+
+
+def test_causal_lm_loss_is_the_kl_over_the_whole_vocabulary(teacher):
+    """KL over the five ratings + the causal LM's answer term = KL over the vocabulary (digit tokens grouped), from
+    a teacher whose mass is all on the digits: the student cannot push the digits out of a server's top-k."""
+    from train.judge_students import CausalLMStudent
+
+    student = CausalLMStudent("smollm2-135m-instruct")
+    examples = load_examples(teacher, context_window=1)[:2]
+    target = torch.tensor([e.target for e in examples])
+    with torch.no_grad():
+        loss = kl_loss(student.logits(examples), target) + student.extra_loss(examples, 0.0)
+        seqs = prompt_token_ids(student.tokenizer, [e.prompt for e in examples], chat=True)
+        log_vocab = [torch.log_softmax(student.net(input_ids=torch.tensor([seq])).logits[0, -1].float(), dim=-1)
+                     for seq in seqs]
+    by_digit = [student.digit_ids[student.digit_of == d] for d in range(5)]
+    log_q = torch.stack([torch.stack([torch.logsumexp(row[ids], dim=0) for ids in by_digit]) for row in log_vocab])
+    full_kl = (target * (torch.log(target.clamp_min(1e-30)) - log_q)).where(target > 0, torch.tensor(0.0))
+    assert student.extra_loss(examples, 0.0).item() > 0.0
+    assert loss.item() == pytest.approx(full_kl.sum(dim=-1).mean().item(), rel=1e-4)
 
 
 @pytest.mark.parametrize("flag", [("--in-batch", "1"), ("--dialogue-tokens", "64")])

@@ -38,6 +38,8 @@ from augment.llm.vllm_server import (
     venv_spec,
 )
 
+from tests.test_teach import judge_slice  # noqa: F401 (the shared real slice fixture)
+
 MODEL = "smollm2-135m-instruct"
 REPO = Path(__file__).resolve().parents[1]
 
@@ -250,6 +252,50 @@ def test_llm_teacher_writes_reasoning_over_the_real_server(
         assert row["source"] in ("logprobs", "parsed") and sum(row["probs"]) == pytest.approx(1.0)
     assert all(r["reason"] for r in rows if r["status"] == "failed")
     assert code == (0 if rated else 1)
+
+
+@pytest.mark.slow  # a few causal-LM training steps (~1-2 min) and a second server start (30-60 s)
+def test_distilled_causal_lm_student_is_served_by_the_real_vllm_server(
+    venv: Path, model_path: str, judge_slice: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    """The folder `train.judge --student causal-lm` saves is what vLLM serves: `augment.score --backend openai`
+    through a server on that folder writes the probabilities the folder gives in the float32 local backend, and
+    they are the student's, not the base model's."""
+    import shutil
+
+    from augment.runs import read_rows
+    from augment.score import main as score_main
+    from augment.teach import main as teach_main
+    from train.judge import main as judge_main
+
+    runs = {name: tmp_path / name for name in ("served", "local", "base")}
+    for run in runs.values():
+        for stage in ("turns", "items", "candidates"):
+            shutil.copytree(judge_slice / stage, run / stage)
+    monkeypatch.setenv("CRS_AUGMENT_CACHE", str(tmp_path / "cache"))
+    assert teach_main(["--run", str(runs["served"]), "--teacher", "gold", "--max-pairs", "40"]) == 0
+    student = tmp_path / "student"
+    assert judge_main(["--teacher", str(runs["served"] / "teacher"), "--student", "causal-lm", "--out", str(student),
+                       "--max-steps", "3", "--batch-size", "2", "--lr", "5e-4", "--max-valid", "4",
+                       "--eval-every", "3", "--context-window", "2", "--threads", "2"]) == 0
+    pairs = ["--max-turns", "2", "--top-n", "2", "--context-window", "2", "--force"]
+
+    def judged(run: Path) -> dict[tuple[str, str], list[float]]:
+        rows = read_rows(run / "judgments" / "judgments.parquet")
+        assert len(rows) == 4 and all(r["status"] == "ok" for r in rows)
+        return {(r["turn_uid"], r["item_id"]): r["probs"] for r in rows}
+
+    with VLLMServer(student, venv=venv, dtype="float32") as server:  # float32: the local backend's numbers
+        assert score_main(["--run", str(runs["served"]), "--backend", "openai", "--base-url", server.base_url,
+                           "--model", server.model_name, *pairs]) == 0
+    assert score_main(["--run", str(runs["local"]), "--backend", "local", "--model", str(student), *pairs]) == 0
+    assert score_main(["--run", str(runs["base"]), "--backend", "local", "--model", model_path, *pairs]) == 0
+    served, local, base = judged(runs["served"]), judged(runs["local"]), judged(runs["base"])
+    assert served.keys() == local.keys() == base.keys()
+    delta = max(abs(a - b) for key in served for a, b in zip(served[key], local[key]))
+    moved = max(abs(a - b) for key in local for a, b in zip(local[key], base[key]))
+    assert delta <= LOCAL_TOLERANCE["float32"], (delta, moved)
+    assert moved > 2 * LOCAL_TOLERANCE["float32"], (delta, moved)  # the server really holds the trained weights
 
 
 def test_server_that_dies_reports_its_log(tmp_path: Path) -> None:

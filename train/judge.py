@@ -1,8 +1,11 @@
 """`python -m train.judge`: distil teacher judgments (`augment.teach`) into a student judge.
 
 One trainer, one loss: KL(p_teacher || p_student) over the five ratings (cross-entropy when the teacher gives hard
-digits); the bi-encoder may add an in-batch ranking term (`--in-batch`); the README compares it with KL alone. Students: `causal-lm` (the scorer: the exact prompt of `prompts/score.jinja`, p_student = softmax of the
-five digit-token logits at the answer position; SmolLM2-135M offline default, `--lora` for large bases),
+digits), plus each student's own term: the bi-encoder may add an in-batch ranking term (`--in-batch`; the README
+compares it with KL alone), and the causal LM adds -log P(the answer is a digit), which makes its loss the KL over
+the whole vocabulary, so the digits stay in a server's top-k logprobs. Students: `causal-lm` (the scorer: the
+exact prompt of `prompts/score.jinja`, p_student = softmax of the five digit-token logits at the answer position;
+SmolLM2-135M offline default, `--lora` for large bases),
 `cross-encoder` (MiniLM with a 5-way head) or `bi-encoder` (MiniLM dual encoder with a rating head on the cosine:
 the CPU judge that starts with signal). The held-out split is by dialogue. A checkpoint is
 written every `--eval-every` steps and a re-run with the same `--out` resumes from it. The finished folder is a
@@ -144,8 +147,9 @@ def run_steps(student: Any, optimizer: torch.optim.Optimizer, train_set: Sequenc
                 group["lr"] = learning_rate(group["base_lr"], step, total)
             logits = student.logits(batch)
             loss = kl_loss(logits, targets(batch).to(logits.device))
-            if params["in_batch"]:
-                loss = loss + params["in_batch"] * student.in_batch_loss(batch)
+            extra = student.extra_loss(batch, params["in_batch"])
+            if extra is not None:
+                loss = loss + extra
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(student.net.parameters(), 1.0)

@@ -51,6 +51,10 @@ class PairStudent:
     def score_args(self, out: Path) -> list[str]:
         return ["--backend", self.kind, "--model", str(out)]
 
+    def extra_loss(self, examples: Sequence[Example], in_batch: float) -> torch.Tensor | None:
+        """A term added to the KL of the last `logits` call, or None (the cross-encoder has none)."""
+        return None
+
 
 class BiEncoderStudent(PairStudent):
     """Dual encoder + rating head over the (dialogue, item) pair split out of the scoring prompt."""
@@ -92,6 +96,9 @@ class BiEncoderStudent(PairStudent):
         others = kept[keep_d]
         others[torch.arange(len(keep), device=keep_i.device), keep_i] = False  # a row's own positive stays
         return torch.nn.functional.cross_entropy(similarity.masked_fill(others, float("-inf")), keep_i)
+
+    def extra_loss(self, examples: Sequence[Example], in_batch: float) -> torch.Tensor | None:
+        return in_batch * self.in_batch_loss(examples) if in_batch else None
 
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
         return [{"params": list(self.net.encoder.parameters()), "base_lr": lr},
@@ -143,6 +150,7 @@ class CausalLMStudent:
         ids = digit_token_ids(self.tokenizer)
         self.digit_ids = torch.tensor(list(ids))
         self.digit_of = torch.tensor([DIGITS.index(text.strip()) for text in ids.values()])
+        self._digit_share: torch.Tensor | None = None  # log P(any digit) over the vocabulary, per example
         if lora:
             self.net = with_lora(self.net, lora_rank)
 
@@ -166,16 +174,31 @@ class CausalLMStudent:
             columns = picked[:, (self.digit_of == digit).to(device)]
             if columns.shape[1]:
                 grouped[:, digit] = torch.logsumexp(columns, dim=-1)
+        self._digit_share = torch.logsumexp(grouped, dim=-1) - torch.logsumexp(vocab.float(), dim=-1)
         return grouped
+
+    def extra_loss(self, examples: Sequence[Example], in_batch: float) -> torch.Tensor:
+        """-log P(the answer is a digit), over the whole vocabulary, of the last `logits` call.
+
+        KL over the five ratings alone leaves the digits' share of the vocabulary free: the local backend
+        renormalises over the digits and does not care, but a server returns only the top-k tokens' logprobs (20
+        for vLLM), and a student that drifted other tokens above "2", "3", "4" would lose them there. With this
+        term the loss is the KL over the whole vocabulary from a teacher whose mass is all on the five digits.
+        """
+        return -self._digit_share.mean()
 
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
         return one_group(self.net, lr)
 
     def save(self, out: Path) -> None:
-        """A standard HF folder (LoRA merged), loadable by `--backend local --model DIR` and by vLLM."""
+        """A standard HF folder (LoRA merged), loadable by `--backend local --model DIR` and by vLLM (whose server
+        reads the chat template from tokenizer_config.json, so it is copied there as for the offline bases)."""
+        from augment.llm.models import portable_tokenizer_config
+
         net = self.net.merge_and_unload() if self.lora else self.net
         net.save_pretrained(out)
         self.tokenizer.save_pretrained(out)
+        portable_tokenizer_config(out)
         if self.lora:
             self.net = with_lora(net, 16)
 

@@ -107,10 +107,10 @@ def _gguf_to_hf(gguf_path: Path, out: Path) -> None:
     model.generation_config = loaded.generation_config
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    _portable_tokenizer_config(out)
+    portable_tokenizer_config(out)
 
 
-def _portable_tokenizer_config(out: Path) -> None:
+def portable_tokenizer_config(out: Path) -> None:
     """Make tokenizer_config.json readable beyond transformers 5: the class and the chat template in it.
 
     transformers 5 names the class `TokenizersBackend`, which 4.x does not know; `PreTrainedTokenizerFast` is
