@@ -82,7 +82,8 @@ def test_no_test_or_validation_turn_reaches_training(data):
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
-def test_cli_end_to_end_on_a_real_slice_beats_the_untrained_model(slice_run, data, embedding_cache, monkeypatch):
+def test_cli_end_to_end_on_a_real_slice_beats_the_untrained_model(slice_run, data, embedding_cache, monkeypatch,
+                                                                  capsys):
     monkeypatch.setenv("CRS_AUGMENT_CACHE", str(embedding_cache.parent))
     untrained, _ = T.evaluate(ThinRecommender(data.item_init).eval(), data, "test")
     # 70 validation pairs here: recall@50 is the selection metric that is not mostly noise
@@ -96,7 +97,12 @@ def test_cli_end_to_end_on_a_real_slice_beats_the_untrained_model(slice_run, dat
 
     args = ["--run", str(slice_run), "--alpha", "0.5", "--labels", "similarity", "--similarity-top", "5",
             "--epochs", "2", "--valid-share", "0.15"]
+    capsys.readouterr()
     assert T.main(args) == 0
+    said = capsys.readouterr().out  # the run says what stage 1 trained on and which epoch each stage kept
+    gold = len(T.gold_samples(data))
+    assert f"[stage 1] {gold:,d} gold + " in said and " + 0 synthetic" not in said
+    assert said.count("kept epoch ") == 2
     final = slice_run / "train-similarity-a0.5-e2-s0"
     summary = json.loads((final / "summary.json").read_text())
     assert summary["params"]["alpha"] == 0.5 and summary["params"]["label_source"] == "similarity"
@@ -109,7 +115,7 @@ def test_cli_end_to_end_on_a_real_slice_beats_the_untrained_model(slice_run, dat
     assert T.main(args + ["--lr", "0.01"]) == 2
 
 
-def test_judge_labels_come_from_the_labels_stage(slice_run, data):
+def test_judge_labels_come_from_the_labels_stage(slice_run, data, capsys):
     """Labels written by augment.score's own labelling code (scores here: 4 x retrieval similarity, a stand-in
     judge) become stage-1 samples; turns outside training never do."""
     from augment.score import label
@@ -126,3 +132,7 @@ def test_judge_labels_come_from_the_labels_stage(slice_run, data):
     assert synthetic and set(synthetic) <= {t["turn_uid"] for t in data.train}
     samples = T.stage1_samples(data, T.Config(), "judge")
     assert len(samples) == len(L.pairs(data.train, data.row_of, synthetic)) > len(T.gold_samples(data))
+    label(slice_run, 4.0)  # nothing passes: stage 1 would be the baseline, and the run says so
+    capsys.readouterr()
+    assert len(T.stage1_samples(data, T.Config(), "judge")) == len(T.gold_samples(data))
+    assert "nothing beyond the gold labels: stage 1 trains the baseline" in capsys.readouterr().out

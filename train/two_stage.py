@@ -149,6 +149,9 @@ def fit(model: ThinRecommender, data: Data, samples: Sequence[tuple[int, int]], 
             best_score, best_state = history[-1][config.select_metric], copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)
     model.eval()
+    kept = max(history, key=lambda h: (h[config.select_metric], -h["epoch"]))["epoch"]
+    note = " (the starting weights: no epoch beat them)" if kept == 0 else ""
+    tqdm.write(f"[{desc}] kept epoch {kept} of {epochs}{note}: validation {config.select_metric} {best_score:.2%}")
     return history
 
 
@@ -174,9 +177,12 @@ def stage1_samples(data: Data, config: Config, source: str) -> list[tuple[int, i
     L.check_training_turns(data.train, data.split, {t["turn_uid"] for t in data.valid + data.test})
     synthetic = L.synthetic_labels(data.run, data.train, source, config.similarity_top)
     samples = L.pairs(data.train, data.row_of, synthetic)
-    if config.with_simulated:
-        samples += L.pairs(data.simulated, data.row_of, offset=data.offset["simulated"])
-    return samples
+    gold = len(gold_samples(data))
+    simulated = L.pairs(data.simulated, data.row_of, offset=data.offset["simulated"]) if config.with_simulated else []
+    note = " -- nothing beyond the gold labels: stage 1 trains the baseline" if len(samples) == gold and not simulated else ""
+    tqdm.write(f"[stage 1] {gold:,d} gold + {len(samples) - gold:,d} synthetic ({source}) + {len(simulated):,d} "
+               f"simulated (turn, label) pairs{note}")
+    return samples + simulated
 
 
 def gold_samples(data: Data) -> list[tuple[int, int]]:
