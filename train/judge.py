@@ -112,7 +112,7 @@ def train(params: dict[str, Any]) -> dict[str, Any]:
     torch.manual_seed(params["seed"])
     torch.set_num_threads(params["threads"])
     student = make_student(params["student"], params["base"], chat=params["chat"], lora=params["lora"],
-                           dialogue_tokens=params["dialogue_tokens"])
+                           dialogue_tokens=params["dialogue_tokens"], in_batch=params["in_batch"])
     student.net.to(params["device"])
     examples = load_examples(Path(params["teacher"]), student.completion, params["context_window"])
     train_set, held = split_by_dialogue(examples, params["valid_fraction"], params["seed"])
@@ -147,7 +147,7 @@ def run_steps(student: Any, optimizer: torch.optim.Optimizer, train_set: Sequenc
                 group["lr"] = learning_rate(group["base_lr"], step, total)
             logits = student.logits(batch)
             loss = kl_loss(logits, targets(batch).to(logits.device))
-            extra = student.extra_loss(batch, params["in_batch"])
+            extra = student.extra_loss(batch)
             if extra is not None:
                 loss = loss + extra
             optimizer.zero_grad()

@@ -51,7 +51,7 @@ class PairStudent:
     def score_args(self, out: Path) -> list[str]:
         return ["--backend", self.kind, "--model", str(out)]
 
-    def extra_loss(self, examples: Sequence[Example], in_batch: float) -> torch.Tensor | None:
+    def extra_loss(self, examples: Sequence[Example]) -> torch.Tensor | None:
         """A term added to the KL of the last `logits` call, or None (the cross-encoder has none)."""
         return None
 
@@ -61,10 +61,10 @@ class BiEncoderStudent(PairStudent):
 
     kind = "bi-encoder"
 
-    def __init__(self, base: str, dialogue_tokens: int | None = None) -> None:
+    def __init__(self, base: str, dialogue_tokens: int | None = None, in_batch: float = 0.0) -> None:
         from augment.llm.bi_encoder import DualEncoderJudge
 
-        self.base = base
+        self.base, self.in_batch = base, in_batch
         self.net = DualEncoderJudge.load(minilm_path() if base == "minilm" else base, dialogue_tokens)
         self._encoded: tuple[Sequence[Example], tuple[torch.Tensor, ...]] | None = None
 
@@ -97,8 +97,8 @@ class BiEncoderStudent(PairStudent):
         others[torch.arange(len(keep), device=keep_i.device), keep_i] = False  # a row's own positive stays
         return torch.nn.functional.cross_entropy(similarity.masked_fill(others, float("-inf")), keep_i)
 
-    def extra_loss(self, examples: Sequence[Example], in_batch: float) -> torch.Tensor | None:
-        return in_batch * self.in_batch_loss(examples) if in_batch else None
+    def extra_loss(self, examples: Sequence[Example]) -> torch.Tensor | None:
+        return self.in_batch * self.in_batch_loss(examples) if self.in_batch else None
 
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
         return [{"params": list(self.net.encoder.parameters()), "base_lr": lr},
@@ -177,7 +177,7 @@ class CausalLMStudent:
         self._digit_share = torch.logsumexp(grouped, dim=-1) - torch.logsumexp(vocab.float(), dim=-1)
         return grouped
 
-    def extra_loss(self, examples: Sequence[Example], in_batch: float) -> torch.Tensor:
+    def extra_loss(self, examples: Sequence[Example]) -> torch.Tensor:
         """-log P(the answer is a digit), over the whole vocabulary, of the last `logits` call.
 
         KL over the five ratings alone leaves the digits' share of the vocabulary free: the local backend
@@ -191,8 +191,8 @@ class CausalLMStudent:
         return one_group(self.net, lr)
 
     def save(self, out: Path) -> None:
-        """A standard HF folder (LoRA merged), loadable by `--backend local --model DIR` and by vLLM (whose server
-        reads the chat template from tokenizer_config.json, so it is copied there as for the offline bases)."""
+        """A standard HF folder (LoRA merged), loadable by `--backend local --model DIR` and by vLLM; its
+        tokenizer config is made portable as the offline bases' are (chat template in it, a class 4.x knows)."""
         from augment.llm.models import portable_tokenizer_config
 
         net = self.net.merge_and_unload() if self.lora else self.net
@@ -221,10 +221,10 @@ Student = BiEncoderStudent | CrossEncoderStudent | CausalLMStudent
 
 
 def make_student(kind: str, base: str | None, chat: bool = True, lora: bool = False,
-                 dialogue_tokens: int | None = None) -> Student:
+                 dialogue_tokens: int | None = None, in_batch: float = 0.0) -> Student:
     base = base or DEFAULT_BASES[kind]
     if kind == "bi-encoder":
-        return BiEncoderStudent(base, dialogue_tokens)
+        return BiEncoderStudent(base, dialogue_tokens, in_batch)
     if kind == "cross-encoder":
         return CrossEncoderStudent(base)
     if kind == "causal-lm":

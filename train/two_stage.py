@@ -128,7 +128,7 @@ def fit(model: ThinRecommender, data: Data, samples: Sequence[tuple[int, int]], 
     generator = torch.Generator().manual_seed(config.seed)
     turns, targets = group_by_turn(samples)
     history = [{"epoch": 0, "loss": None, **pick(evaluate(model, data, "valid")[0])}]
-    best_score, best_state = history[0][config.select_metric], copy.deepcopy(model.state_dict())
+    best_epoch, best_score, best_state = 0, history[0][config.select_metric], copy.deepcopy(model.state_dict())
     steps = (len(turns) + config.batch_size - 1) // config.batch_size
     for epoch in range(1, epochs + 1):
         model.train()
@@ -146,12 +146,13 @@ def fit(model: ThinRecommender, data: Data, samples: Sequence[tuple[int, int]], 
             total += loss.item() * len(wanted)
         history.append({"epoch": epoch, "loss": total / len(samples), **pick(evaluate(model, data, "valid")[0])})
         if history[-1][config.select_metric] > best_score:
-            best_score, best_state = history[-1][config.select_metric], copy.deepcopy(model.state_dict())
+            best_epoch, best_score = epoch, history[-1][config.select_metric]
+            best_state = copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)
     model.eval()
-    kept = max(history, key=lambda h: (h[config.select_metric], -h["epoch"]))["epoch"]
-    note = " (the starting weights: no epoch beat them)" if kept == 0 else ""
-    tqdm.write(f"[{desc}] kept epoch {kept} of {epochs}{note}: validation {config.select_metric} {best_score:.2%}")
+    note = " (the starting weights: no epoch beat them)" if best_epoch == 0 else ""
+    tqdm.write(f"[{desc}] kept epoch {best_epoch} of {epochs}{note}: "
+               f"validation {config.select_metric} {best_score:.2%}")
     return history
 
 
@@ -177,9 +178,10 @@ def stage1_samples(data: Data, config: Config, source: str) -> list[tuple[int, i
     L.check_training_turns(data.train, data.split, {t["turn_uid"] for t in data.valid + data.test})
     synthetic = L.synthetic_labels(data.run, data.train, source, config.similarity_top)
     samples = L.pairs(data.train, data.row_of, synthetic)
-    gold = len(gold_samples(data))
+    gold = len(L.pairs(data.train, data.row_of))
     simulated = L.pairs(data.simulated, data.row_of, offset=data.offset["simulated"]) if config.with_simulated else []
-    note = " -- nothing beyond the gold labels: stage 1 trains the baseline" if len(samples) == gold and not simulated else ""
+    only_gold = len(samples) == gold and not simulated
+    note = " -- nothing beyond the gold labels: stage 1 trains the baseline" if only_gold else ""
     tqdm.write(f"[stage 1] {gold:,d} gold + {len(samples) - gold:,d} synthetic ({source}) + {len(simulated):,d} "
                f"simulated (turn, label) pairs{note}")
     return samples + simulated
