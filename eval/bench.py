@@ -39,7 +39,7 @@ def bench_retrieve(args: argparse.Namespace) -> dict:
 
 
 def bench_judge(args: argparse.Namespace) -> list[dict]:
-    """The README's judge table: untrained SmolLM2, MiniLM cosine, and every `--judge` given (e.g. students)."""
+    """The README's judge table: untrained SmolLM2, MiniLM cosine, popularity, and every `--judge` given (e.g. students)."""
     from eval.judge_quality import evaluate_judge, make_judge, markdown_table
 
     run = args.judge_run or prepared_run(args.data_dir, args.run)
@@ -48,8 +48,8 @@ def bench_judge(args: argparse.Namespace) -> list[dict]:
     if args.heldout_from:
         heldout = json.loads((args.heldout_from / "judge_summary.json").read_text())["heldout_dialogues"]
     rows = []
-    for spec in ["local:smollm2-135m-instruct", "cosine", *(args.judge or [])]:
-        judge = make_judge(spec)
+    for spec in ["local:smollm2-135m-instruct", "cosine", "popularity", *(args.judge or [])]:
+        judge = make_judge(spec, run)
         try:
             rows.append(evaluate_judge(run, judge, args.turns, args.negatives, teacher_dir=teacher, heldout=heldout))
         finally:

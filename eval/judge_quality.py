@@ -11,9 +11,10 @@ Two views, one table row per judge:
   here), and K uniform random items. AUC of gold vs each, the share of retrieved candidates kept at the threshold,
   and pairs/s (timed without the request cache, on this machine).
 
-Judges: `local:MODEL`, `cross-encoder:DIR`, `bi-encoder:DIR`, `openai:MODEL@BASE_URL`, `vllm:MODEL`, or `cosine` (the retrieval
-embedder's query/item cosine, MiniLM by default: the baseline a judge must beat; it has no 0-4 scale, so MAE,
-F1 and the kept share do not apply).
+Judges: `local:MODEL`, `cross-encoder:DIR`, `bi-encoder:DIR`, `openai:MODEL@BASE_URL`, `vllm:MODEL`, `cosine` (the retrieval
+embedder's query/item cosine, MiniLM by default: the baseline a judge must beat), or `popularity` (the item's
+mentions in the train dialogues, blind to the dialogue: it says how much of an AUC popularity alone explains).
+The two references have no 0-4 scale, so MAE, F1 and the kept share do not apply to them.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Any, Sequence
 
 from augment import runs
 from augment.cli import POSITIVE_INT, float_in
+from augment.data.popularity import mention_counts
 from augment.llm import make_backend, uses_raw_completion
 from augment.llm.base import Backend, expected_score
 from augment.score import render_prompt
@@ -116,12 +118,35 @@ class CosineJudge:
         self._folder.cleanup()
 
 
-def make_judge(spec: str) -> BackendJudge | CosineJudge:
-    """`cosine[:EMBEDDER]`, `local:MODEL`, `cross-encoder:DIR`, `bi-encoder:DIR`, `vllm:MODEL`,
-    `openai:MODEL@BASE_URL`."""
+class PopularityJudge:
+    """Scores an item by its mentions in the run's train dialogues, whatever the dialogue: the reference that
+    separates what a judge learnt about fit from what popularity alone buys (at 0.5 against popularity-matched
+    items by construction; against retrieved neighbours, which are often obscure, it is not)."""
+
+    scaled = False
+    name = "popularity:train-mentions"
+
+    def __init__(self, run: Path) -> None:
+        self.counts = mention_counts(runs.read_rows(Path(run) / "turns" / "turns.parquet"), "train")
+
+    def scores(self, pairs: Sequence[tuple[dict, dict]]) -> list[float]:
+        return [float(self.counts.get(item["item_id"], 0)) for _, item in pairs]
+
+    def close(self) -> None:
+        pass
+
+
+Judge = BackendJudge | CosineJudge | PopularityJudge
+
+
+def make_judge(spec: str, run: Path) -> Judge:
+    """`cosine[:EMBEDDER]`, `popularity`, `local:MODEL`, `cross-encoder:DIR`, `bi-encoder:DIR`, `vllm:MODEL`,
+    `openai:MODEL@BASE_URL`; `run` is the run being evaluated (popularity counts its train dialogues)."""
     kind, _, model = spec.partition(":")
     if kind == "cosine":
         return CosineJudge(model or None)
+    if kind == "popularity":
+        return PopularityJudge(run)
     options: dict[str, Any] = {}
     if kind == "openai":
         model, _, options["base_url"] = model.partition("@")
@@ -164,7 +189,7 @@ def teacher_pairs(teacher_dir: Path, heldout: Sequence[str] | None, max_pairs: i
     return [r for r in rows if r["dialog_id"] in held][:max_pairs]
 
 
-def evaluate_judge(run: Path, judge: BackendJudge | CosineJudge, n_turns: int = 200, n_negatives: int = 10,
+def evaluate_judge(run: Path, judge: Judge, n_turns: int = 200, n_negatives: int = 10,
                    split: str = "test", seed: int = 0, threshold: float = 3.5, teacher_dir: Path | None = None,
                    heldout: Sequence[str] | None = None, max_teacher_pairs: int = 400) -> dict[str, Any]:
     """The table row of one judge (see the module docstring)."""
@@ -191,7 +216,7 @@ def evaluate_judge(run: Path, judge: BackendJudge | CosineJudge, n_turns: int = 
     return row
 
 
-def teacher_agreement(judge: BackendJudge | CosineJudge, teacher_dir: Path, heldout: Sequence[str] | None,
+def teacher_agreement(judge: Judge, teacher_dir: Path, heldout: Sequence[str] | None,
                       turns: dict, items: dict, threshold: float, max_pairs: int) -> dict[str, Any]:
     rows = teacher_pairs(teacher_dir, heldout, max_pairs)
     scores = judge.scores([(turns[r["turn_uid"]], items[r["item_id"]]) for r in rows])
@@ -234,7 +259,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m eval.judge_quality", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", type=Path, required=True, help="run with turns/, items/, candidates/ (test turns)")
-    p.add_argument("--judge", action="append", required=True, help="a judge spec (repeatable), e.g. cosine, "
+    p.add_argument("--judge", action="append", required=True, help="a judge spec (repeatable), e.g. cosine, popularity, "
                    "local:smollm2-135m-instruct, bi-encoder:outputs/students/bi")
     p.add_argument("--teacher", type=Path, help="a teacher stage (RUN/teacher) for the held-out agreement columns")
     p.add_argument("--heldout-from", type=Path, help="a student folder whose held-out dialogues to use "
@@ -256,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
 def report(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
     for spec in args.judge:
-        judge = make_judge(spec)
+        judge = make_judge(spec, args.run)
         try:
             rows.append(evaluate_judge(args.run, judge, args.turns, args.negatives, args.split, 0, args.threshold,
                                        args.teacher, heldout_of(args.heldout_from), args.max_teacher_pairs))

@@ -11,7 +11,8 @@ from scipy.stats import spearmanr
 from augment.data.popularity import mention_counts
 from augment.runs import read_rows
 from augment.teach import popularity_bin
-from eval.judge_quality import CosineJudge, evaluate_judge, keep_f1, markdown_table, spearman, quality_pairs
+from eval.metrics import auc
+from eval.judge_quality import CosineJudge, evaluate_judge, keep_f1, make_judge, markdown_table, spearman, quality_pairs
 from tests.test_teach import judge_slice  # noqa: F401 (the shared real slice fixture)
 
 
@@ -58,3 +59,18 @@ def test_cosine_report_on_real_test_turns(judge_slice):  # noqa: F811
         assert 0.0 <= row[f"auc_gold_vs_{kind}"] <= 1.0
     assert row["auc_gold_vs_uniform_random"] > 0.5  # measured 0.599 here: weak, but above chance
     assert row["kept_share_retrieved"] is None  # a cosine has no 0-4 scale
+
+
+def test_popularity_reference_is_blind_to_the_dialogue_and_at_chance_against_matched_items(judge_slice):  # noqa: F811
+    judge = make_judge("popularity", judge_slice)
+    turns = read_rows(judge_slice / "turns" / "turns.parquet")
+    counts = mention_counts(turns, "train")
+    item = max(counts, key=counts.get)
+    assert judge.scores([(turns[0], {"item_id": item}), (turns[-1], {"item_id": item})]) == [counts[item]] * 2
+    row = evaluate_judge(judge_slice, judge, n_turns=60, n_negatives=5)
+    assert row["failed"] == 0 and row["kept_share_retrieved"] is None
+    mentions = {kind: [counts.get(i, 0) for _, i, k in quality_pairs(judge_slice, 60, 5, "test", 0) if k == kind]
+                for kind in ("gold", "retrieved", "uniform_random")}
+    for kind in ("retrieved", "uniform_random"):
+        assert row[f"auc_gold_vs_{kind}"] == pytest.approx(auc(mentions["gold"], mentions[kind]))
+    assert abs(row["auc_gold_vs_popular_random"] - 0.5) < 0.1  # matched bins: only within-bin order is left
