@@ -40,21 +40,13 @@ def bench_retrieve(args: argparse.Namespace) -> dict:
 
 def bench_judge(args: argparse.Namespace) -> list[dict]:
     """The README's judge table: untrained SmolLM2, MiniLM cosine, popularity, and every `--judge` given (e.g. students)."""
-    from eval.judge_quality import evaluate_judge, make_judge, markdown_table
+    from eval.judge_quality import heldout_of, judge_rows, markdown_table
 
     run = args.judge_run or prepared_run(args.data_dir, args.run)
     teacher = args.teacher or (run / "teacher" if (run / "teacher" / "teacher.parquet").exists() else None)
-    heldout = None
-    if args.heldout_from:
-        heldout = json.loads((args.heldout_from / "judge_summary.json").read_text())["heldout_dialogues"]
-    rows = []
-    for spec in ["local:smollm2-135m-instruct", "cosine", "popularity", *(args.judge or [])]:
-        judge = make_judge(spec, run)
-        try:
-            rows.append(evaluate_judge(run, judge, args.turns, args.negatives, teacher_dir=teacher, heldout=heldout))
-        finally:
-            judge.close()
-        print(json.dumps(runs.json_safe(rows[-1])), flush=True)
+    specs = ["local:smollm2-135m-instruct", "cosine", "popularity", *(args.judge or [])]
+    rows = judge_rows(run, specs, n_turns=args.turns, n_negatives=args.negatives, teacher_dir=teacher,
+                      heldout=heldout_of(args.heldout_from))
     print(markdown_table(rows))
     return rows
 

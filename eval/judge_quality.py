@@ -278,16 +278,23 @@ def main(argv: list[str] | None = None) -> int:
     return runs.exit_code(lambda: report(args))
 
 
-def report(args: argparse.Namespace) -> list[dict[str, Any]]:
+def judge_rows(run: Path, specs: Sequence[str], **evaluate: Any) -> list[dict[str, Any]]:
+    """One table row per judge spec, each judge closed before the next is built; a row is printed as it is done."""
     rows = []
-    for spec in args.judge:
-        judge = make_judge(spec, args.run)
+    for spec in specs:
+        judge = make_judge(spec, run)
         try:
-            rows.append(evaluate_judge(args.run, judge, args.turns, args.negatives, args.split, 0, args.threshold,
-                                       args.teacher, heldout_of(args.heldout_from), args.max_teacher_pairs))
+            rows.append(evaluate_judge(run, judge, **evaluate))
         finally:
             judge.close()
         print(json.dumps(runs.json_safe(rows[-1])), flush=True)
+    return rows
+
+
+def report(args: argparse.Namespace) -> list[dict[str, Any]]:
+    rows = judge_rows(args.run, args.judge, n_turns=args.turns, n_negatives=args.negatives, split=args.split,
+                      threshold=args.threshold, teacher_dir=args.teacher, heldout=heldout_of(args.heldout_from),
+                      max_teacher_pairs=args.max_teacher_pairs)
     table = markdown_table(rows)
     print(table)
     if args.out:
